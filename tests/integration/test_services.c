@@ -1,0 +1,360 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Integration suite for the five service binaries: start against the real stack, ready, metrics, JSON logs, SIGTERM. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+static const char *const services[] = { "ingest", "detector", "metering", "billing", "notifier" };
+#define NSERVICES (sizeof(services) / sizeof(services[0]))
+
+static const char *need_env(const char *name)
+{
+	const char *v = getenv(name);
+
+	ck_assert_msg(v && *v, "%s is not set: run the integration suites through infra/test.sh",
+		      name);
+	return v;
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in a = { 0 };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+typedef struct running {
+	pid_t pid;
+	int admin_port;
+	int public_port;
+	char log_path[256];
+} running;
+
+/* Starts a service binary with the stack's addresses; extra is NULL or NULL-terminated
+ * "NAME=value" overrides. Its stderr goes to a file the test reads afterwards. */
+static void start_service(const char *svc, const char *const *extra, running *ret)
+{
+	char bin[512], dsn_var[64], env_port[64], env_pub[64], env_dsn[1024], env_kafka[256],
+		env_redis[512];
+	const char *build = need_env("DRIFTLOCK_BUILD_ROOT");
+	char *envp[32];
+	size_t n = 0, i;
+	pid_t pid;
+
+	snprintf(bin, sizeof(bin), "%s/services/%s/driftlock-%s", build, svc, svc);
+	snprintf(dsn_var, sizeof(dsn_var), "DRIFTLOCK_PG_DSN_%s", svc);
+	for (i = strlen("DRIFTLOCK_PG_DSN_"); dsn_var[i]; i++)
+		dsn_var[i] = (char)(dsn_var[i] - 'a' + 'A');
+	ret->admin_port = free_port();
+	ret->public_port = free_port();
+	snprintf(ret->log_path, sizeof(ret->log_path), "/tmp/dl-itest-%s-%d.log", svc,
+		 (int)getpid());
+	snprintf(env_port, sizeof(env_port), "DRIFTLOCK_ADMIN_PORT=%d", ret->admin_port);
+	snprintf(env_pub, sizeof(env_pub), "DRIFTLOCK_INGEST_PORT=%d", ret->public_port);
+	snprintf(env_dsn, sizeof(env_dsn), "DRIFTLOCK_PG_DSN=%s", need_env(dsn_var));
+	snprintf(env_kafka, sizeof(env_kafka), "DRIFTLOCK_KAFKA_BROKERS=%s",
+		 need_env("DRIFTLOCK_KAFKA_BROKERS"));
+	snprintf(env_redis, sizeof(env_redis), "DRIFTLOCK_REDIS_URL=%s",
+		 need_env("DRIFTLOCK_REDIS_URL"));
+	/* Overrides go first: getenv() returns the first of duplicate names. */
+	for (i = 0; extra && extra[i]; i++)
+		envp[n++] = (char *)extra[i];
+	envp[n++] = env_port;
+	envp[n++] = env_pub;
+	envp[n++] = env_dsn;
+	envp[n++] = env_kafka;
+	envp[n++] = env_redis;
+	envp[n++] = (char *)"DRIFTLOCK_CHECK_INTERVAL=200ms";
+	envp[n] = NULL;
+
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(ret->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		char *argv[] = { bin, NULL };
+
+		dup2(fd, STDERR_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		execve(bin, argv, envp);
+		_exit(127);
+	}
+	ret->pid = pid;
+}
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *opaque)
+{
+	char *buf = opaque;
+	size_t have = strlen(buf), add = size * nmemb;
+
+	if (have + add >= 65536)
+		add = 65535 - have;
+	memcpy(buf + have, data, add);
+	buf[have + add] = '\0';
+	return size * nmemb;
+}
+
+/* GET http://127.0.0.1:port/path; returns the status (0 when no connection) and the body. */
+static long http_get(int port, const char *path, char *body)
+{
+	char url[256];
+	long status = 0;
+	CURL *c = curl_easy_init();
+
+	body[0] = '\0';
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	return status;
+}
+
+static long wait_status(int port, const char *path, long want, int timeout_ms, char *body)
+{
+	long st = 0;
+
+	for (int waited = 0; waited < timeout_ms; waited += 100) {
+		st = http_get(port, path, body);
+		if (st == want)
+			return st;
+		usleep(100 * 1000);
+	}
+	return st;
+}
+
+static int stop_service(running *r, int timeout_ms)
+{
+	int status = -1;
+
+	kill(r->pid, SIGTERM);
+	for (int waited = 0; waited < timeout_ms; waited += 50) {
+		if (waitpid(r->pid, &status, WNOHANG) == r->pid)
+			return status;
+		usleep(50 * 1000);
+	}
+	kill(r->pid, SIGKILL);
+	waitpid(r->pid, &status, 0);
+	return -2;
+}
+
+/* Every line the service wrote must be one JSON object with ts, level, service and msg. */
+static int check_json_log(const running *r, const char *svc, const char *must_have_msg)
+{
+	FILE *f = fopen(r->log_path, "r");
+	char line[8192];
+	int lines = 0, found = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) {
+		cJSON *j = cJSON_Parse(line);
+		cJSON *s, *m;
+
+		ck_assert_msg(j != NULL, "log line is not JSON: %s", line);
+		ck_assert_ptr_nonnull(cJSON_GetObjectItem(j, "ts"));
+		ck_assert_ptr_nonnull(cJSON_GetObjectItem(j, "level"));
+		s = cJSON_GetObjectItem(j, "service");
+		m = cJSON_GetObjectItem(j, "msg");
+		ck_assert(cJSON_IsString(s) && !strcmp(s->valuestring, svc));
+		ck_assert(cJSON_IsString(m));
+		if (!strcmp(m->valuestring, must_have_msg))
+			found = 1;
+		ck_assert_msg(!strstr(line, "PASSWORD") && !strstr(line, "password="),
+			      "a log line carries a password: %s", line);
+		lines++;
+		cJSON_Delete(j);
+	}
+	fclose(f);
+	ck_assert_int_gt(lines, 0);
+	return found;
+}
+
+START_TEST(test_service_ready_metrics_drain)
+{
+	const char *svc = services[_i];
+	char *body = malloc(65536);
+	running r;
+	int status;
+
+	start_service(svc, NULL, &r);
+	ck_assert_msg(wait_status(r.admin_port, "/readyz", 200, 30000, body) == 200,
+		      "%s never became ready: %s", svc, body);
+	ck_assert_ptr_nonnull(strstr(body, "\"status\":\"ready\""));
+	ck_assert_ptr_nonnull(strstr(body, "\"kafka\":\"ok\""));
+	ck_assert_ptr_nonnull(strstr(body, "\"postgres\":\"ok\""));
+
+	ck_assert_int_eq(http_get(r.admin_port, "/healthz", body), 200);
+	ck_assert_ptr_nonnull(strstr(body, "\"status\":\"ok\""));
+
+	ck_assert_int_eq(http_get(r.admin_port, "/metrics", body), 200);
+	ck_assert_ptr_nonnull(strstr(body, "# TYPE driftlock_build_info gauge"));
+	ck_assert_ptr_nonnull(strstr(body, "driftlock_ready 1"));
+	ck_assert_ptr_nonnull(strstr(body, "driftlock_dependency_up{dependency=\"kafka\"} 1"));
+	ck_assert_ptr_nonnull(strstr(body, "process_resident_memory_bytes"));
+
+	/* Unknown admin paths answer with the JSON error body. */
+	ck_assert_int_eq(http_get(r.admin_port, "/nope", body), 404);
+	ck_assert_ptr_nonnull(strstr(body, "\"error\""));
+	if (!strcmp(svc, "ingest")) {
+		ck_assert_int_eq(http_get(r.public_port, "/v1/unknown", body), 404);
+		ck_assert_ptr_nonnull(strstr(body, "\"request_id\""));
+	}
+
+	status = stop_service(&r, 15000);
+	ck_assert_msg(status >= 0, "%s did not exit within 15 s of SIGTERM", svc);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "%s exited with status %d after SIGTERM", svc, status);
+	ck_assert_msg(check_json_log(&r, svc, "draining"), "%s did not log draining", svc);
+	unlink(r.log_path);
+	free(body);
+}
+END_TEST
+
+/* With PostgreSQL unreachable the service runs but is not ready, and says why; it never
+ * crashes, and it still drains on SIGTERM. */
+START_TEST(test_service_not_ready_without_postgres)
+{
+	const char *svc = services[_i];
+	char *body = malloc(65536);
+	char bad_dsn[128];
+	const char *extra[2];
+	running r;
+	int status;
+
+	snprintf(bad_dsn, sizeof(bad_dsn),
+		 "DRIFTLOCK_PG_DSN=postgresql://nobody:secretpw@127.0.0.1:%d/driftlock", free_port());
+	extra[0] = bad_dsn;
+	extra[1] = NULL;
+	start_service(svc, extra, &r);
+	ck_assert_int_eq(wait_status(r.admin_port, "/healthz", 200, 20000, body), 200);
+	ck_assert_int_eq(http_get(r.admin_port, "/readyz", body), 503);
+	ck_assert_ptr_nonnull(strstr(body, "\"postgres\""));
+	ck_assert_ptr_null(strstr(body, "secretpw"));
+	ck_assert_int_eq(http_get(r.admin_port, "/metrics", body), 200);
+	ck_assert_ptr_nonnull(strstr(body, "driftlock_dependency_up{dependency=\"postgres\"} 0"));
+	status = stop_service(&r, 15000);
+	ck_assert(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	unlink(r.log_path);
+	free(body);
+}
+END_TEST
+
+static int run_capture(const char *cmd, char *out, size_t outlen)
+{
+	FILE *p = popen(cmd, "r");
+	size_t n;
+
+	ck_assert_ptr_nonnull(p);
+	n = fread(out, 1, outlen - 1, p);
+	out[n] = '\0';
+	return pclose(p);
+}
+
+/* --help exits 0 and lists the variables; a bad value stops the start with exit 2 and a
+ * message naming the variable. */
+START_TEST(test_service_config_errors)
+{
+	const char *svc = services[_i];
+	const char *build = need_env("DRIFTLOCK_BUILD_ROOT");
+	char cmd[1024], *out = malloc(65536);
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s/services/%s/driftlock-%s --help", build, svc, svc);
+	st = run_capture(cmd, out, 65536);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_ptr_nonnull(strstr(out, "DRIFTLOCK_ADMIN_PORT"));
+	ck_assert_ptr_nonnull(strstr(out, "DRIFTLOCK_PG_DSN"));
+
+	snprintf(cmd, sizeof(cmd),
+		 "env -i DRIFTLOCK_PG_DSN=x DRIFTLOCK_ADMIN_PORT=70000 "
+		 "%s/services/%s/driftlock-%s 2>&1",
+		 build, svc, svc);
+	st = run_capture(cmd, out, 65536);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+	ck_assert_msg(strstr(out, "DRIFTLOCK_ADMIN_PORT") != NULL, "message: %s", out);
+
+	snprintf(cmd, sizeof(cmd), "env -i %s/services/%s/driftlock-%s 2>&1", build, svc, svc);
+	st = run_capture(cmd, out, 65536);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+	ck_assert_msg(strstr(out, "DRIFTLOCK_PG_DSN") != NULL, "message: %s", out);
+	free(out);
+}
+END_TEST
+
+/* docs/configuration.md must list every variable of every service, as --help-markdown prints it. */
+START_TEST(test_configuration_doc_current)
+{
+	const char *build = need_env("DRIFTLOCK_BUILD_ROOT");
+	const char *src = need_env("DRIFTLOCK_SOURCE_ROOT");
+	char cmd[1024], *out = malloc(65536), *doc = malloc(1 << 20);
+	FILE *f;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "%s/docs/configuration.md", src);
+	f = fopen(cmd, "r");
+	ck_assert_msg(f != NULL, "docs/configuration.md is missing");
+	n = fread(doc, 1, (1 << 20) - 1, f);
+	doc[n] = '\0';
+	fclose(f);
+	for (size_t i = 0; i < NSERVICES; i++) {
+		snprintf(cmd, sizeof(cmd), "%s/services/%s/driftlock-%s --help-markdown", build,
+			 services[i], services[i]);
+		ck_assert_int_eq(run_capture(cmd, out, 65536), 0);
+		ck_assert_msg(strstr(doc, out) != NULL,
+			      "docs/configuration.md is out of date for %s: run "
+			      "infra/gen-config-docs.sh",
+			      services[i]);
+	}
+	free(out);
+	free(doc);
+}
+END_TEST
+
+static Suite *services_suite(void)
+{
+	Suite *s = suite_create("services");
+	TCase *tc = tcase_create("shell");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_service_ready_metrics_drain, 0, NSERVICES);
+	tcase_add_loop_test(tc, test_service_not_ready_without_postgres, 0, NSERVICES);
+	tcase_add_loop_test(tc, test_service_config_errors, 0, NSERVICES);
+	tcase_add_test(tc, test_configuration_doc_current);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(services_suite());
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	curl_global_cleanup();
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
