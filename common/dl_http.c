@@ -1287,7 +1287,7 @@ int dl_http_server_listen(dl_http_server *s, const char *addr, int port, int *re
 	struct evhttp_bound_socket *bound, **grown;
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
-	int bound_port;
+	int bound_port, ret = -ENOMEM;
 
 	if (s->draining)
 		return -ESHUTDOWN;
@@ -1297,14 +1297,18 @@ int dl_http_server_listen(dl_http_server *s, const char *addr, int port, int *re
 	bound = evhttp_bind_socket_with_handle(s->http, addr, (ev_uint16_t)port);
 	if (bound == NULL)
 		return errno != 0 ? -errno : -EINVAL;
-	if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &sslen) != 0)
+	if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &sslen) != 0) {
+		ret = -errno;
 		goto out_unbind;
+	}
 	if (ss.ss_family == AF_INET)
 		bound_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	else if (ss.ss_family == AF_INET6)
 		bound_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	else
+	else {
+		ret = -EAFNOSUPPORT;
 		goto out_unbind;
+	}
 	grown = realloc(s->bound, (s->nbound + 1) * sizeof(*s->bound));
 	if (grown == NULL)
 		goto out_unbind;
@@ -1316,7 +1320,7 @@ int dl_http_server_listen(dl_http_server *s, const char *addr, int port, int *re
 
 out_unbind:
 	evhttp_del_accept_socket(s->http, bound);
-	return -ENOMEM;
+	return ret;
 }
 
 int dl_http_server_set_cors(dl_http_server *s, const char *const *origins, size_t n,

@@ -13,7 +13,19 @@
 typedef struct dl_http_server dl_http_server;
 typedef struct dl_http_req dl_http_req;
 
-/* Limits a client can push on. A zero field takes the default shown. */
+/* Limits a client can push on. A zero field takes the default shown.
+ * - Body and header sizes are enforced by evhttp while it reads, before any handler runs: an
+ *   oversized body (declared Content-Length, chunked, or Expect: 100-continue) is read and
+ *   dropped, then answered 413 "payload_too_large"; oversized headers get 431
+ *   "header_too_large"; a request evhttp cannot parse gets 400 "bad_request". evhttp in
+ *   libevent 2.1 writes these as HTML pages; dl_http replaces each in the output buffer, before
+ *   it reaches the socket, by the JSON error body with the security headers and a new request
+ *   id. The connection is closed after such an answer.
+ * - A connection accepted while max_connections are already served is kept only to answer
+ *   its first request 503 "too_many_connections" with Retry-After: 1 and Connection: close
+ *   (an idle one is closed by the request timeout).
+ * - request_timeout_s bounds idle keep-alive connections and slow reads/writes; it does not
+ *   bound how long a handler may hold a request. */
 typedef struct dl_http_limits {
 	size_t max_body_bytes;    /* request body after transfer decoding; default 1 MiB */
 	size_t max_header_bytes;  /* request line plus header lines; default 16 KiB */
@@ -30,7 +42,10 @@ typedef struct dl_http_limits {
 
 /* A route handler. It owns req from this call until it calls exactly one dl_http_reply_*
  * function, which consumes req; it may return first and reply later from the same loop
- * (an async reply). Runs on the loop thread. */
+ * (an async reply). While req is held, a client that closes its side of the connection
+ * (detected with EV_CLOSED on epoll) has the connection dropped at once: req becomes closed
+ * (dl_http_req_closed), its strings stay valid, and the eventual reply only frees it and
+ * returns -EPIPE. Runs on the loop thread. */
 typedef void (*dl_http_handler_fn)(dl_http_req *req, void *opaque);
 
 /* Called once per finished request: after the reply was handed to the connection, or when the

@@ -50,6 +50,10 @@ set +a
 log "integration suites (real PostgreSQL, Redis, Kafka)"
 meson test -C "$build_main" --suite integration --print-errorlogs -v || status=1
 
+log "stopping the private stack"
+trap - EXIT
+stop_stack
+
 log "summary"
 python3 - "$build_asan/meson-logs/testlog.json" "$build_main/meson-logs/testlog.json" <<'PY'
 import json, sys
