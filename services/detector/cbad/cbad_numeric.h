@@ -32,6 +32,11 @@ int cbad_numeric_new(const cbad_settings *s, cbad_numeric **ret, char *errbuf, s
 size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool learn,
 			    cbad_chan_signal *out, size_t max);
 
+/* The number of tests (p-values) the last cbad_numeric_observe() made. The p-values it
+ * returns are already corrected for them within each kind (value, entity, rate): the smallest
+ * p-value of a kind is calibrated as a minimum over the kind's recent events. */
+size_t cbad_numeric_last_tests(const cbad_numeric *n);
+
 /* Bytes held now (bounded by the settings; documented in docs/algorithm.md). */
 size_t cbad_numeric_memory(const cbad_numeric *n);
 

@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_entity: each entity's own history (values, hours, rate) for one entity field, bounded (internal to cbad). */
+#include "services/detector/cbad/cbad_entity.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_rate.h"
+#include "services/detector/cbad/cbad_values.h"
+
+#define HOUR_SMOOTH 2.0       /* weight of the stream's hour profile in an entity's */
+#define HOUR_STREAM_MIN 500.0 /* stream events before hours are judged */
+#define HOURS_CAP 30000       /* an entity's hour counts are halved past this */
+
+typedef struct ent {
+	uint64_t key;
+	uint64_t seen;
+	cbad_rate_ew ew;
+	uint16_t hours[24];
+	uint32_t n;
+	char label[CBAD_ENTITY_LABEL_MAX];
+} ent;
+
+struct cbad_entity {
+	uint32_t max, nsets;
+	uint32_t nvalues;
+	uint32_t used, cap;
+	uint32_t last; /* slab index of the entity last observed, or UINT32_MAX */
+	uint32_t *sets; /* nsets * WAYS: slab index + 1, 0 = free */
+	ent *slab;
+	cbad_values_model *models; /* cap * nvalues */
+	cbad_values_calib spike[CBAD_ENTITY_MAX_VALUES], shift[CBAD_ENTITY_MAX_VALUES];
+	cbad_values_runs runs[CBAD_ENTITY_MAX_VALUES];
+	cbad_values_calib rate_cal, hour_cal;
+	double stream_hours[24], stream_hours_n;
+};
+
+int cbad_entity_new(uint32_t max_entities, size_t nvalues, cbad_entity **ret)
+{
+	cbad_entity *e;
+
+	if (max_entities == 0 || nvalues > CBAD_ENTITY_MAX_VALUES)
+		return -EINVAL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->nsets = (max_entities + CBAD_ENTITY_WAYS - 1) / CBAD_ENTITY_WAYS;
+	e->max = e->nsets * CBAD_ENTITY_WAYS;
+	e->nvalues = (uint32_t)nvalues;
+	e->last = UINT32_MAX;
+	e->sets = calloc((size_t)e->max, sizeof(*e->sets));
+	if (!e->sets)
+		goto out_free;
+	for (size_t i = 0; i < CBAD_ENTITY_MAX_VALUES; i++) {
+		cbad_values_calib_init(&e->spike[i]);
+		cbad_values_calib_init(&e->shift[i]);
+		cbad_values_runs_init(&e->runs[i]);
+	}
+	cbad_values_calib_init(&e->rate_cal);
+	cbad_values_calib_init(&e->hour_cal);
+	*ret = e;
+	return 0;
+
+out_free:
+	free(e);
+	return -ENOMEM;
+}
+
+void cbad_entity_free(cbad_entity *e)
+{
+	if (!e)
+		return;
+	free(e->models);
+	free(e->slab);
+	free(e->sets);
+	free(e);
+}
+
+size_t cbad_entity_count(const cbad_entity *e)
+{
+	return e ? e->used : 0;
+}
+
+size_t cbad_entity_memory(const cbad_entity *e)
+{
+	if (!e)
+		return 0;
+	return sizeof(*e) + (size_t)e->max * sizeof(*e->sets) + (size_t)e->cap * sizeof(ent) +
+	       (size_t)e->cap * e->nvalues * sizeof(cbad_values_model);
+}
+
+const char *cbad_entity_last_label(const cbad_entity *e)
+{
+	return e->last == UINT32_MAX ? "" : e->slab[e->last].label;
+}
+
+static int slab_grow(cbad_entity *e)
+{
+	uint32_t ncap = e->cap ? e->cap * 2 : 16;
+	ent *ns;
+	cbad_values_model *nm;
+
+	if (ncap > e->max)
+		ncap = e->max;
+	if (ncap <= e->cap)
+		return -ENOMEM;
+	ns = realloc(e->slab, (size_t)ncap * sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	e->slab = ns;
+	if (e->nvalues) {
+		nm = realloc(e->models, (size_t)ncap * e->nvalues * sizeof(*nm));
+		if (!nm)
+			return -ENOMEM;
+		e->models = nm;
+	}
+	e->cap = ncap;
+	return 0;
+}
+
+static void ent_reset(cbad_entity *e, uint32_t idx, uint64_t key, const char *label, size_t ln,
+		      uint64_t now)
+{
+	ent *x = &e->slab[idx];
+
+	memset(x, 0, sizeof(*x));
+	x->key = key;
+	x->seen = now;
+	x->ew.last = now;
+	if (ln > CBAD_ENTITY_LABEL_MAX - 1)
+		ln = CBAD_ENTITY_LABEL_MAX - 1;
+	if (label && ln)
+		memcpy(x->label, label, ln);
+	x->label[ln] = '\0';
+	for (uint32_t v = 0; v < e->nvalues; v++)
+		cbad_values_model_init(&e->models[(size_t)idx * e->nvalues + v]);
+}
+
+/* The entity's slab index: found, or (when learn) made, evicting its set's least recently seen
+ * entity when the set is full. UINT32_MAX when it is new and not stored. */
+static uint32_t ent_find(cbad_entity *e, uint64_t key, const char *label, size_t ln, uint64_t now,
+			 bool learn, bool *fresh)
+{
+	uint32_t *set = &e->sets[(size_t)(key % e->nsets) * CBAD_ENTITY_WAYS];
+	int free_way = -1, lru_way = -1;
+	uint32_t idx;
+
+	*fresh = false;
+	for (int w = 0; w < CBAD_ENTITY_WAYS; w++) {
+		if (set[w] == 0) {
+			if (free_way < 0)
+				free_way = w;
+			continue;
+		}
+		if (e->slab[set[w] - 1].key == key)
+			return set[w] - 1;
+		if (lru_way < 0 || e->slab[set[w] - 1].seen < e->slab[set[lru_way] - 1].seen)
+			lru_way = w;
+	}
+	*fresh = true;
+	if (!learn)
+		return UINT32_MAX;
+	if (free_way >= 0) {
+		if (e->used == e->cap && slab_grow(e) < 0)
+			return UINT32_MAX;
+		idx = e->used++;
+		set[free_way] = idx + 1;
+	} else {
+		idx = set[lru_way] - 1; /* evicted: its slot is reused */
+	}
+	ent_reset(e, idx, key, label, ln, now);
+	return idx;
+}
+
+/* p-value of acting at hour h for an entity with counts c (n events), smoothed with the stream's
+ * profile: the total probability of the hours at most as likely as h. */
+static double hour_p(const cbad_entity *e, const ent *x, int h)
+{
+	double pe[24], ph, p = 0, n = 0;
+
+	for (int i = 0; i < 24; i++)
+		n += x->hours[i];
+	for (int i = 0; i < 24; i++) {
+		double ps = (e->stream_hours[i] + 1.0) / (e->stream_hours_n + 24.0);
+
+		pe[i] = ((double)x->hours[i] + HOUR_SMOOTH * ps) / (n + HOUR_SMOOTH);
+	}
+	ph = pe[h];
+	for (int i = 0; i < 24; i++)
+		if (pe[i] <= ph * (1.0 + 1e-12))
+			p += pe[i];
+	return p > 1.0 ? 1.0 : p;
+}
+
+static double stat_of_p(double p)
+{
+	return p >= 1.0 ? 0.0 : -log10(p);
+}
+
+size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size_t label_len,
+			   const double *values, int hour, bool judge_hour, uint64_t now, bool learn,
+			   cbad_entity_signal *out, size_t max)
+{
+	const double prior = 1.0 / CBAD_RATE_LONG;
+	bool fresh;
+	uint32_t idx = ent_find(e, key, label, label_len, now, learn, &fresh);
+	size_t k = 0;
+	ent tmp, *x;
+	cbad_values_model *models = NULL;
+	double obs, ex, rstat, rp = 1.0, hstat = 0, hp = 1.0;
+	bool hour_ok;
+	/* per value: judged?, its statistics and calibrated p-values */
+	bool judged[CBAD_ENTITY_MAX_VALUES] = {false};
+	double zs[CBAD_ENTITY_MAX_VALUES], ss[CBAD_ENTITY_MAX_VALUES];
+	double zp[CBAD_ENTITY_MAX_VALUES], sp[CBAD_ENTITY_MAX_VALUES];
+
+	e->last = idx;
+	if (idx == UINT32_MAX) {
+		memset(&tmp, 0, sizeof(tmp));
+		tmp.ew.last = now;
+		x = &tmp;
+	} else {
+		x = &e->slab[idx];
+		if (e->nvalues)
+			models = &e->models[(size_t)idx * e->nvalues];
+	}
+
+	/* rate: the entity's share of the stream's recent events */
+	rstat = cbad_rate_ew_burst(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG, prior, &obs,
+				   &ex);
+	if (cbad_values_calib_ready(&e->rate_cal)) {
+		rp = cbad_values_calib_p(&e->rate_cal, rstat);
+		if (k < max) {
+			cbad_entity_signal *s = &out[k++];
+
+			memset(s, 0, sizeof(*s));
+			s->what = CBAD_ENTITY_RATE;
+			s->value_index = 0;
+			s->stat = rstat;
+			s->p_value = rp;
+			s->value = obs;
+			s->base_low = 0;
+			s->base_median = ex;
+			s->base_high = ex + 2.33 * sqrt(ex) + 1.0;
+		}
+	}
+
+	/* hour of day against the entity's own profile */
+	hour_ok = judge_hour && hour >= 0 && hour < 24 && x->n >= CBAD_ENTITY_MIN_HOURS &&
+		  e->stream_hours_n >= HOUR_STREAM_MIN;
+	if (hour_ok) {
+		hstat = stat_of_p(hour_p(e, x, hour));
+		if (cbad_values_calib_ready(&e->hour_cal)) {
+			hp = cbad_values_calib_p(&e->hour_cal, hstat);
+			if (k < max) {
+				cbad_entity_signal *s = &out[k++];
+				int lo = -1, hi = -1, best = 0;
+
+				memset(s, 0, sizeof(*s));
+				s->what = CBAD_ENTITY_HOUR;
+				s->value_index = 0;
+				s->stat = hstat;
+				s->p_value = hp;
+				s->value = hour;
+				/* the entity's usual hours: first and last active hour, busiest */
+				for (int i = 0; i < 24; i++) {
+					if (x->hours[i] == 0)
+						continue;
+					if (lo < 0)
+						lo = i;
+					hi = i;
+					if (x->hours[i] > x->hours[best])
+						best = i;
+				}
+				s->base_low = lo;
+				s->base_median = best;
+				s->base_high = hi;
+			}
+		}
+	}
+
+	/* values against the entity's own models */
+	for (uint32_t v = 0; models && v < e->nvalues; v++) {
+		cbad_values_model *m = &models[v];
+		cbad_values_judgement j;
+		double x1 = values[v];
+
+		if (!isfinite(x1) || m->n < CBAD_ENTITY_MIN_OWN)
+			continue;
+		cbad_values_model_judge(m, x1, &j);
+		judged[v] = true;
+		zs[v] = j.z;
+		ss[v] = j.shift;
+		zp[v] = sp[v] = 1.0;
+		if (cbad_values_calib_ready(&e->spike[v])) {
+			zp[v] = cbad_values_calib_p(&e->spike[v], j.z);
+			if (k < max) {
+				cbad_entity_signal *s = &out[k++];
+
+				memset(s, 0, sizeof(*s));
+				s->what = CBAD_ENTITY_SPIKE;
+				s->value_index = v;
+				s->stat = j.z;
+				s->p_value = zp[v];
+				s->value = x1;
+				s->base_low = j.pred - 2 * j.pred_sigma;
+				s->base_median = j.pred;
+				s->base_high = j.pred + 2 * j.pred_sigma;
+			}
+		}
+		if (cbad_values_calib_ready(&e->shift[v])) {
+			sp[v] = cbad_values_calib_p(&e->shift[v], j.shift);
+			if (k < max) {
+				cbad_entity_signal *s = &out[k++];
+
+				memset(s, 0, sizeof(*s));
+				s->what = CBAD_ENTITY_SHIFT;
+				s->value_index = v;
+				s->stat = j.shift;
+				s->p_value = sp[v];
+				s->value = j.fast;
+				s->base_low = j.mean - 2 * j.sigma;
+				s->base_median = j.mean;
+				s->base_high = j.mean + 2 * j.sigma;
+			}
+		}
+		/* an entity whose value never changed (res == 0) repeating it is its normal */
+		if (j.run >= 3 && m->res > 0 && cbad_values_runs_testable(&e->runs[v]) && k < max) {
+			cbad_entity_signal *s = &out[k++];
+
+			memset(s, 0, sizeof(*s));
+			s->what = CBAD_ENTITY_FLAT;
+			s->value_index = v;
+			s->p_value = cbad_values_runs_p(&e->runs[v], j.run);
+			s->stat = stat_of_p(s->p_value);
+			s->value = x1;
+			s->run = j.run;
+			s->base_low = 1;
+			s->base_median = 1;
+			s->base_high = 1;
+		}
+	}
+
+	if (!learn || idx == UINT32_MAX)
+		return k;
+
+	/* learn: the pooled calibrators (strange statistics are not taken as normal), then the
+	 * entity's own models */
+	cbad_values_calib_learn(&e->rate_cal, rstat, rp);
+	if (hour_ok)
+		cbad_values_calib_learn(&e->hour_cal, hstat, hp);
+	for (uint32_t v = 0; models && v < e->nvalues; v++) {
+		cbad_values_model *m = &models[v];
+		double x1 = values[v];
+		uint32_t prev_run, run;
+
+		if (!isfinite(x1))
+			continue;
+		if (judged[v]) {
+			cbad_values_calib_learn(&e->spike[v], zs[v], zp[v]);
+			cbad_values_calib_learn(&e->shift[v], ss[v], sp[v]);
+		}
+		prev_run = m->n > 0 ? m->run : 0;
+		run = (m->n > 0 && x1 == m->last) ? prev_run + 1 : 1;
+		if (m->n > 0)
+			cbad_values_runs_learn(&e->runs[v], prev_run, run);
+		cbad_values_model_learn(m, x1);
+	}
+	cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+	if (hour >= 0 && hour < 24) {
+		if (x->hours[hour] >= HOURS_CAP)
+			for (int i = 0; i < 24; i++)
+				x->hours[i] /= 2;
+		x->hours[hour]++;
+		e->stream_hours[hour] += 1.0;
+		e->stream_hours_n += 1.0;
+	}
+	if (x->n < UINT32_MAX)
+		x->n++;
+	x->seen = now;
+	return k;
+}
+
+void cbad_entity_save(const cbad_entity *e, cbad_writer *w)
+{
+	cbad_w_u32(w, e->max);
+	cbad_w_u32(w, e->nvalues);
+	for (uint32_t v = 0; v < CBAD_ENTITY_MAX_VALUES; v++) {
+		cbad_values_calib_save(&e->spike[v], w);
+		cbad_values_calib_save(&e->shift[v], w);
+		cbad_values_runs_save(&e->runs[v], w);
+	}
+	cbad_values_calib_save(&e->rate_cal, w);
+	cbad_values_calib_save(&e->hour_cal, w);
+	for (int i = 0; i < 24; i++)
+		cbad_w_f64(w, e->stream_hours[i]);
+	cbad_w_f64(w, e->stream_hours_n);
+	cbad_w_u32(w, e->used);
+	for (uint32_t s = 0; s < e->max; s++) {
+		const ent *x;
+
+		if (e->sets[s] == 0)
+			continue;
+		x = &e->slab[e->sets[s] - 1];
+		cbad_w_u32(w, s);
+		cbad_w_u64(w, x->key);
+		cbad_w_u64(w, x->seen);
+		cbad_w_u64(w, x->ew.last);
+		cbad_w_f64(w, x->ew.s_short);
+		cbad_w_f64(w, x->ew.s_mid);
+		cbad_w_f64(w, x->ew.s_long);
+		for (int i = 0; i < 24; i++)
+			cbad_w_u32(w, x->hours[i]);
+		cbad_w_u32(w, x->n);
+		cbad_w_str(w, x->label);
+		for (uint32_t v = 0; v < e->nvalues; v++)
+			cbad_values_model_save(&e->models[(size_t)(e->sets[s] - 1) * e->nvalues + v], w);
+	}
+}
+
+int cbad_entity_load(cbad_entity *e, cbad_reader *r)
+{
+	uint32_t max = cbad_r_u32(r), nv = cbad_r_u32(r), used;
+
+	if (r->failed || max != e->max || nv != e->nvalues || e->used != 0)
+		return -EINVAL;
+	for (uint32_t v = 0; v < CBAD_ENTITY_MAX_VALUES; v++) {
+		if (cbad_values_calib_load(&e->spike[v], r) < 0 ||
+		    cbad_values_calib_load(&e->shift[v], r) < 0)
+			return -EINVAL;
+		cbad_values_runs_load(&e->runs[v], r);
+	}
+	if (cbad_values_calib_load(&e->rate_cal, r) < 0 ||
+	    cbad_values_calib_load(&e->hour_cal, r) < 0)
+		return -EINVAL;
+	for (int i = 0; i < 24; i++)
+		e->stream_hours[i] = cbad_r_f64(r);
+	e->stream_hours_n = cbad_r_f64(r);
+	used = cbad_r_count(r, e->max);
+	if (r->failed)
+		return -EINVAL;
+	while (e->cap < used)
+		if (slab_grow(e) < 0)
+			return -ENOMEM;
+	for (uint32_t i = 0; i < used; i++) {
+		uint32_t s = cbad_r_count(r, e->max - 1);
+		ent *x;
+
+		if (r->failed || e->sets[s] != 0)
+			return -EINVAL;
+		e->sets[s] = i + 1;
+		e->used = i + 1;
+		x = &e->slab[i];
+		memset(x, 0, sizeof(*x));
+		x->key = cbad_r_u64(r);
+		x->seen = cbad_r_u64(r);
+		x->ew.last = cbad_r_u64(r);
+		x->ew.s_short = (float)cbad_r_f64(r);
+		x->ew.s_mid = (float)cbad_r_f64(r);
+		x->ew.s_long = (float)cbad_r_f64(r);
+		for (int h = 0; h < 24; h++)
+			x->hours[h] = (uint16_t)cbad_r_count(r, UINT16_MAX);
+		x->n = cbad_r_u32(r);
+		cbad_r_str(r, x->label, sizeof(x->label));
+		for (uint32_t v = 0; v < e->nvalues; v++)
+			cbad_values_model_load(&e->models[(size_t)i * e->nvalues + v], r);
+		if (r->failed || (e->sets[s] != 0 && s / CBAD_ENTITY_WAYS != x->key % e->nsets))
+			return -EINVAL;
+	}
+	return r->failed ? -EINVAL : 0;
+}

@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_json: a bounded, allocation-free scanner of one JSON object's scalar fields (internal to cbad). */
+#include "services/detector/cbad/cbad_json.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+/* Hard limit on nesting (objects and arrays) so that hostile input cannot exhaust the stack. */
+#define JSON_NEST_LIMIT 64
+
+typedef struct json_ctx {
+	const char *p, *end;
+	cbad_json_field *out;
+	size_t max, n;
+	char path[CBAD_FIELD_NAME_MAX];
+} json_ctx;
+
+uint64_t cbad_json_hash(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+static void skip_ws(json_ctx *c)
+{
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+		c->p++;
+}
+
+/* A string starting at the opening quote; sets s and n to its raw contents. */
+static int scan_string(json_ctx *c, const char **s, size_t *n, bool *escaped)
+{
+	const char *q;
+
+	if (c->p >= c->end || *c->p != '"')
+		return -EINVAL;
+	q = ++c->p;
+	*escaped = false;
+	while (c->p < c->end) {
+		unsigned char ch = (unsigned char)*c->p;
+
+		if (ch == '"') {
+			*s = q;
+			*n = (size_t)(c->p - q);
+			c->p++;
+			return 0;
+		}
+		if (ch < 0x20)
+			return -EINVAL;
+		if (ch == '\\') {
+			*escaped = true;
+			if (c->end - c->p < 2)
+				return -EINVAL;
+			c->p++;
+		}
+		c->p++;
+	}
+	return -EINVAL;
+}
+
+static const double pow10_tab[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+				     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+				     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static double scale10(double m, int e)
+{
+	if (e >= 0 && e <= 22)
+		return m * pow10_tab[e];
+	if (e < 0 && e >= -22)
+		return m / pow10_tab[-e];
+	return m * pow(10.0, (double)e);
+}
+
+/* A JSON number; its value is exact for up to 19 significant digits and within an ulp or two
+ * otherwise (the same bytes always give the same double). */
+static int scan_number(json_ctx *c, double *ret)
+{
+	bool neg = false;
+	uint64_t mant = 0;
+	int digits = 0, e10 = 0;
+	long ex = 0;
+	bool exneg = false;
+
+	if (c->p < c->end && *c->p == '-') {
+		neg = true;
+		c->p++;
+	}
+	if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+		return -EINVAL;
+	if (*c->p == '0') {
+		c->p++;
+	} else {
+		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+			if (digits < 19) {
+				mant = mant * 10 + (uint64_t)(*c->p - '0');
+				digits++;
+			} else {
+				e10++;
+			}
+			c->p++;
+		}
+	}
+	if (c->p < c->end && *c->p == '.') {
+		c->p++;
+		if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+			return -EINVAL;
+		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+			if (digits < 19 && !(mant == 0 && *c->p == '0' && digits == 0)) {
+				mant = mant * 10 + (uint64_t)(*c->p - '0');
+				digits++;
+				e10--;
+			} else if (digits == 0) {
+				e10--; /* leading zeros of a fraction */
+			}
+			c->p++;
+		}
+	}
+	if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+		c->p++;
+		if (c->p < c->end && (*c->p == '+' || *c->p == '-')) {
+			exneg = *c->p == '-';
+			c->p++;
+		}
+		if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+			return -EINVAL;
+		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+			if (ex < 100000)
+				ex = ex * 10 + (*c->p - '0');
+			c->p++;
+		}
+	}
+	if (exneg)
+		ex = -ex;
+	ex += e10;
+	if (ex > 400)
+		ex = 400;
+	if (ex < -400)
+		ex = -400;
+	*ret = mant == 0 ? 0.0 : scale10((double)mant, (int)ex);
+	if (neg)
+		*ret = -*ret;
+	return 0;
+}
+
+static int scan_literal(json_ctx *c, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if ((size_t)(c->end - c->p) < n || memcmp(c->p, lit, n) != 0)
+		return -EINVAL;
+	c->p += n;
+	return 0;
+}
+
+static void store(json_ctx *c, size_t plen, cbad_json_type t, double num, const char *s,
+		  size_t slen, bool escaped)
+{
+	cbad_json_field *f;
+
+	if (c->n >= c->max || plen == 0)
+		return;
+	f = &c->out[c->n++];
+	memcpy(f->path, c->path, plen);
+	f->path[plen] = '\0';
+	f->path_hash = cbad_json_hash(CBAD_JSON_HASH_INIT, c->path, plen);
+	f->type = t;
+	f->escaped = escaped;
+	f->num = num;
+	f->str = s;
+	f->str_len = slen > UINT32_MAX ? UINT32_MAX : (uint32_t)slen;
+}
+
+static int scan_object(json_ctx *c, size_t plen, int depth);
+
+static int skip_array(json_ctx *c, int depth);
+
+/* A value; stored under path[0..plen) when plen > 0. */
+static int scan_value(json_ctx *c, size_t plen, int depth)
+{
+	const char *start;
+	double num;
+	const char *s;
+	size_t n;
+	bool esc;
+
+	skip_ws(c);
+	if (c->p >= c->end)
+		return -EINVAL;
+	start = c->p;
+	switch (*c->p) {
+	case '{':
+		return scan_object(c, depth < CBAD_JSON_MAX_DEPTH ? plen : 0, depth + 1);
+	case '[':
+		return skip_array(c, depth + 1);
+	case '"':
+		if (scan_string(c, &s, &n, &esc) < 0)
+			return -EINVAL;
+		store(c, plen, CBAD_JSON_STRING, 0, s, n, esc);
+		return 0;
+	case 't':
+		if (scan_literal(c, "true") < 0)
+			return -EINVAL;
+		store(c, plen, CBAD_JSON_BOOL, 1, start, 4, false);
+		return 0;
+	case 'f':
+		if (scan_literal(c, "false") < 0)
+			return -EINVAL;
+		store(c, plen, CBAD_JSON_BOOL, 0, start, 5, false);
+		return 0;
+	case 'n':
+		if (scan_literal(c, "null") < 0)
+			return -EINVAL;
+		store(c, plen, CBAD_JSON_NULL, 0, start, 4, false);
+		return 0;
+	default:
+		if (scan_number(c, &num) < 0)
+			return -EINVAL;
+		store(c, plen, CBAD_JSON_NUMBER, num, start, (size_t)(c->p - start), false);
+		return 0;
+	}
+}
+
+static int skip_array(json_ctx *c, int depth)
+{
+	if (depth > JSON_NEST_LIMIT)
+		return -EINVAL;
+	c->p++; /* '[' */
+	skip_ws(c);
+	if (c->p < c->end && *c->p == ']') {
+		c->p++;
+		return 0;
+	}
+	for (;;) {
+		if (scan_value(c, 0, depth) < 0)
+			return -EINVAL;
+		skip_ws(c);
+		if (c->p >= c->end)
+			return -EINVAL;
+		if (*c->p == ']') {
+			c->p++;
+			return 0;
+		}
+		if (*c->p != ',')
+			return -EINVAL;
+		c->p++;
+	}
+}
+
+/* An object at '{'; its keys extend path[0..plen) (plen 0 at top level of a stored object is
+ * told apart by depth: keys are stored when depth == 1 or plen > 0). */
+static int scan_object(json_ctx *c, size_t plen, int depth)
+{
+	bool keep = depth == 1 || plen > 0;
+
+	if (depth > JSON_NEST_LIMIT)
+		return -EINVAL;
+	c->p++; /* '{' */
+	skip_ws(c);
+	if (c->p < c->end && *c->p == '}') {
+		c->p++;
+		return 0;
+	}
+	for (;;) {
+		const char *k;
+		size_t kn, np = 0;
+		bool esc;
+
+		skip_ws(c);
+		if (scan_string(c, &k, &kn, &esc) < 0)
+			return -EINVAL;
+		if (keep && !esc && kn > 0) {
+			size_t sep = plen > 0 ? 1 : 0;
+
+			if (plen + sep + kn < CBAD_FIELD_NAME_MAX) {
+				if (sep)
+					c->path[plen] = '.';
+				memcpy(c->path + plen + sep, k, kn);
+				np = plen + sep + kn;
+			}
+		}
+		skip_ws(c);
+		if (c->p >= c->end || *c->p != ':')
+			return -EINVAL;
+		c->p++;
+		if (scan_value(c, np, depth) < 0)
+			return -EINVAL;
+		skip_ws(c);
+		if (c->p >= c->end)
+			return -EINVAL;
+		if (*c->p == '}') {
+			c->p++;
+			return 0;
+		}
+		if (*c->p != ',')
+			return -EINVAL;
+		c->p++;
+	}
+}
+
+int cbad_json_scan(const char *raw, size_t len, cbad_json_field *out, size_t max)
+{
+	json_ctx c = {.p = raw, .end = raw + len, .out = out, .max = max, .n = 0};
+
+	if (!raw)
+		return -EINVAL;
+	skip_ws(&c);
+	if (c.p >= c.end || *c.p != '{')
+		return -EINVAL;
+	if (scan_object(&c, 0, 1) < 0)
+		return -EINVAL;
+	skip_ws(&c);
+	if (c.p != c.end)
+		return -EINVAL;
+	return (int)(c.n > (size_t)INT32_MAX ? INT32_MAX : c.n);
+}

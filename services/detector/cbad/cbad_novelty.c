@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_novelty: what an event costs in bits given a zstd dictionary digested from the baseline. */
+#define ZSTD_STATIC_LINKING_ONLY
+#include "services/detector/cbad/cbad_novelty.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+
+struct cbad_novelty {
+	int level;
+	size_t max_dict;
+	ZSTD_CCtx *cctx;
+	ZSTD_CDict *cdict;
+	ZSTD_compressionParameters cp;
+	size_t overhead_dict, overhead_alone; /* compressed size of an empty input */
+	bool attached;
+	size_t scratch_cap;
+	unsigned char *scratch;
+};
+
+/* The CCtx is either attached to the CDict or not; switching costs one call. */
+static void attach(cbad_novelty *n, bool dict)
+{
+	if (n->attached == dict)
+		return;
+	ZSTD_CCtx_refCDict(n->cctx, dict ? n->cdict : NULL);
+	n->attached = dict;
+}
+
+static size_t compress_alone(cbad_novelty *n, const void *src, size_t len)
+{
+	size_t r;
+
+	attach(n, false);
+	r = ZSTD_compress2(n->cctx, n->scratch, n->scratch_cap, src, len);
+	return ZSTD_isError(r) ? len + 16 : r;
+}
+
+static size_t compress_dict(cbad_novelty *n, const void *src, size_t len)
+{
+	size_t r;
+
+	if (!n->cdict)
+		return compress_alone(n, src, len);
+	attach(n, true);
+	r = ZSTD_compress2(n->cctx, n->scratch, n->scratch_cap, src, len);
+	return ZSTD_isError(r) ? len + 16 : r;
+}
+
+static int ensure_scratch(cbad_novelty *n, size_t len)
+{
+	size_t need = ZSTD_compressBound(len);
+	unsigned char *p;
+
+	if (need <= n->scratch_cap)
+		return 0;
+	p = realloc(n->scratch, need);
+	if (!p)
+		return -ENOMEM;
+	n->scratch = p;
+	n->scratch_cap = need;
+	return 0;
+}
+
+int cbad_novelty_new(int level, size_t max_dict, cbad_novelty **ret)
+{
+	cbad_novelty *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	n->level = level;
+	n->max_dict = max_dict;
+	/* Small explicit parameters keep the CDict cheap to rebuild every hop and small in memory. */
+	n->cp = ZSTD_getCParams(level, 512, max_dict);
+	n->cp.windowLog = 16;
+	n->cp.hashLog = 12;
+	n->cp.chainLog = 12;
+	n->cp.searchLog = 1;
+	n->cp.minMatch = 4;
+	n->cp.strategy = level >= 3 ? ZSTD_dfast : ZSTD_fast;
+	n->cp.targetLength = 0;
+	n->cctx = ZSTD_createCCtx();
+	if (!n->cctx || ensure_scratch(n, 4096) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_contentSizeFlag, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_checksumFlag, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_dictIDFlag, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_windowLog, (int)n->cp.windowLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_hashLog, (int)n->cp.hashLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_chainLog, (int)n->cp.chainLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_searchLog, (int)n->cp.searchLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_minMatch, (int)n->cp.minMatch)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_targetLength, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_strategy, (int)n->cp.strategy))) {
+		cbad_novelty_free(n);
+		return -ENOMEM;
+	}
+	n->overhead_alone = compress_alone(n, "", 0);
+	n->overhead_dict = n->overhead_alone;
+	*ret = n;
+	return 0;
+}
+
+int cbad_novelty_rebuild(cbad_novelty *n, const void *dict, size_t len)
+{
+	ZSTD_CDict *cd;
+
+	if (len > n->max_dict)
+		dict = (const char *)dict + (len - n->max_dict), len = n->max_dict;
+	if (len == 0) {
+		attach(n, false);
+		ZSTD_freeCDict(n->cdict);
+		n->cdict = NULL;
+		n->overhead_dict = n->overhead_alone;
+		return 0;
+	}
+	cd = ZSTD_createCDict_advanced(dict, len, ZSTD_dlm_byRef, ZSTD_dct_rawContent, n->cp,
+				       ZSTD_defaultCMem);
+	if (!cd)
+		return -ENOMEM;
+	attach(n, false);
+	ZSTD_freeCDict(n->cdict);
+	n->cdict = cd;
+	n->overhead_dict = compress_dict(n, "", 0);
+	return 0;
+}
+
+double cbad_novelty_bits(cbad_novelty *n, const void *src, size_t len)
+{
+	size_t c;
+
+	if (ensure_scratch(n, len))
+		return 8.0 * (double)len;
+	c = compress_dict(n, src, len);
+	return 8.0 * (double)(c > n->overhead_dict ? c - n->overhead_dict : 0);
+}
+
+double cbad_novelty_bits_alone(cbad_novelty *n, const void *src, size_t len)
+{
+	size_t c;
+
+	if (ensure_scratch(n, len))
+		return 8.0 * (double)len;
+	c = compress_alone(n, src, len);
+	return 8.0 * (double)(c > n->overhead_alone ? c - n->overhead_alone : 0);
+}
+
+size_t cbad_novelty_memory(const cbad_novelty *n)
+{
+	return sizeof(*n) + n->scratch_cap + ZSTD_sizeof_CCtx(n->cctx) +
+	       (n->cdict ? ZSTD_sizeof_CDict(n->cdict) : 0);
+}
+
+void cbad_novelty_free(cbad_novelty *n)
+{
+	if (!n)
+		return;
+	ZSTD_freeCDict(n->cdict);
+	ZSTD_freeCCtx(n->cctx);
+	free(n->scratch);
+	free(n);
+}

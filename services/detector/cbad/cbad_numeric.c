@@ -1,0 +1,941 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_numeric: the values, entity and rate channels of the detector behind one interface (internal to cbad). */
+#include "services/detector/cbad/cbad_numeric.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_entity.h"
+#include "services/detector/cbad/cbad_json.h"
+#include "services/detector/cbad/cbad_rate.h"
+#include "services/detector/cbad/cbad_values.h"
+
+/*
+ * Per event: the JSON fields are scanned once (cbad_json). Numeric fields feed the stream's
+ * value models (spike, level shift, flatline); entity fields route the event to that entity's
+ * own models, hour profile and rate (cbad_entity); the event's template and the values of its
+ * low-cardinality fields are the kinds whose bursts and drops cbad_rate tests.
+ *
+ * Every test gives a conformal p-value on its own history. Within a channel kind (value,
+ * entity, rate) the event's smallest p-value is itself calibrated (the rank of -log10 of it
+ * among the kind's recent events), so the p-value of a kind is honest however many fields and
+ * entities it looked at: on normal data P(p < a) <= a for the kind as a whole.
+ *
+ * Entity fields, when not configured, are chosen after the first HEURISTIC_EVENTS events:
+ * string fields present in >= 80 % of events, identifiers rather than text (at most 10 % of the
+ * values contain a space), with at least ENTITY_MIN_DISTINCT distinct values
+ * but at most half as many as events (values recur), no value in more than half the events,
+ * and at least 3 values, and an eighth of its values, that recur across a quarter of the
+ * stretch or more (long-lived, unlike sessions or request ids); ranked by their number of
+ * distinct values (who acts usually has more values than what is done), at most
+ * HEURISTIC_MAX_ENTITY of them. Fields of any type with 2..CAT_MAX_DISTINCT distinct values in
+ * >= 20 % of events become rate kinds ("status=500").
+ */
+
+#define MAX_SCAN 64              /* JSON fields looked at per event */
+#define HEURISTIC_EVENTS 512     /* events watched before entity and kind fields are chosen */
+#define HEURISTIC_MAX_FIELDS 16  /* fields watched */
+#define HEURISTIC_MAX_ENTITY 2
+#define CAT_MAX_DISTINCT 12
+#define ENTITY_MIN_DISTINCT 5
+#define MAX_CAT 8
+#define DETAIL_P 0.01            /* detail text only for signals this strong */
+#define STATE_TAG 0x314d554eu    /* "NUM1" */
+#define MAX_CAND 96
+#define HOUR_SPAN_MS (2 * 86400000LL) /* history needed before hours of day are judged */
+
+enum { K_VALUE = 0, K_ENTITY, K_RATE, NK };
+
+typedef struct vfield {
+	char name[CBAD_FIELD_NAME_MAX];
+	uint64_t hash;
+	cbad_values_model m;
+	cbad_values_calib spike, shift;
+	cbad_values_runs runs;
+} vfield;
+
+typedef struct hval {
+	uint32_t h; /* low bits of the value's hash: enough to count distinct values */
+	uint16_t first, last, count;
+} hval;
+
+typedef struct hcand {
+	char name[CBAD_FIELD_NAME_MAX];
+	uint64_t hash;
+	uint32_t present, nstrings, nspaced, nvals;
+	hval vals[HEURISTIC_EVENTS];
+} hcand;
+
+/* A test made on this event, before it becomes a cbad_chan_signal. */
+typedef struct cand {
+	double p, stat, value, lo, med, hi;
+	double observed, expected, window;
+	uint8_t kind;  /* K_* */
+	uint8_t what;  /* see cand_name() */
+	int16_t field; /* value field index, or -1 */
+	int16_t ent;   /* entity field index, or -1 */
+	int16_t rate;  /* 0 burst, 1 drop */
+} cand;
+
+enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP };
+
+struct cbad_numeric {
+	cbad_settings s;
+	uint64_t t;
+	int64_t first_ts, last_ts; /* event times seen (0 = none yet) */
+	size_t last_tests;
+	uint32_t nvalues;
+	bool values_configured;
+	vfield v[CBAD_MAX_VALUE_FIELDS];
+
+	bool decided;
+	uint32_t nent, nent_values;
+	char ent_name[CBAD_MAX_ENTITY_FIELDS][CBAD_FIELD_NAME_MAX];
+	uint64_t ent_hash[CBAD_MAX_ENTITY_FIELDS];
+	cbad_entity *ent[CBAD_MAX_ENTITY_FIELDS];
+	char ent_label[CBAD_MAX_ENTITY_FIELDS][CBAD_ENTITY_LABEL_MAX];
+
+	uint32_t ncat;
+	char cat_name[MAX_CAT][CBAD_FIELD_NAME_MAX];
+	uint64_t cat_hash[MAX_CAT];
+	cbad_rate *rate;
+	char rate_label[2][CBAD_RATE_LABEL_MAX];
+
+	cbad_values_calib kind_cal[NK];
+
+	uint32_t heur_n, ncands;
+	hcand *cands; /* HEURISTIC_MAX_FIELDS, until decided */
+};
+
+/* Concatenates up to four strings into out (cap bytes), truncating. */
+static void join4(char *out, size_t cap, const char *a, const char *b, const char *c,
+		  const char *d)
+{
+	const char *parts[4] = {a, b, c, d};
+	size_t o = 0;
+
+	for (int i = 0; i < 4; i++)
+		for (const char *p = parts[i]; p && *p && o + 1 < cap; p++)
+			out[o++] = *p;
+	out[o] = '\0';
+}
+
+static int fail(char *errbuf, size_t errlen, int rc, const char *msg)
+{
+	if (errbuf && errlen)
+		join4(errbuf, errlen, msg, NULL, NULL, NULL);
+	return rc;
+}
+
+static uint64_t name_hash(const char *s)
+{
+	return cbad_json_hash(CBAD_JSON_HASH_INIT, s, strlen(s));
+}
+
+int cbad_numeric_new(const cbad_settings *s, cbad_numeric **ret, char *errbuf, size_t errlen)
+{
+	cbad_numeric *n;
+	int rc;
+
+	if (!s || !ret)
+		return fail(errbuf, errlen, -EINVAL, "numeric: no settings");
+	if (s->nvalue_fields > CBAD_MAX_VALUE_FIELDS || s->nentity_fields > CBAD_MAX_ENTITY_FIELDS ||
+	    s->max_entities == 0)
+		return fail(errbuf, errlen, -EINVAL, "numeric: value or entity fields out of range");
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return fail(errbuf, errlen, -ENOMEM, "numeric: out of memory");
+	n->s = *s;
+	for (size_t i = 0; i < s->nvalue_fields; i++) {
+		vfield *f = &n->v[n->nvalues++];
+
+		join4(f->name, sizeof(f->name), s->value_fields[i], NULL, NULL, NULL);
+		f->hash = name_hash(f->name);
+		cbad_values_model_init(&f->m);
+		cbad_values_calib_init(&f->spike);
+		cbad_values_calib_init(&f->shift);
+		cbad_values_runs_init(&f->runs);
+	}
+	n->values_configured = s->nvalue_fields > 0;
+	for (size_t i = 0; i < s->nentity_fields; i++) {
+		join4(n->ent_name[i], CBAD_FIELD_NAME_MAX, s->entity_fields[i], NULL, NULL, NULL);
+		n->ent_hash[i] = name_hash(n->ent_name[i]);
+	}
+	n->nent = (uint32_t)s->nentity_fields;
+	for (int k = 0; k < NK; k++)
+		cbad_values_calib_init(&n->kind_cal[k]);
+	rc = cbad_rate_new(&n->rate);
+	if (rc < 0)
+		goto out_free;
+	n->cands = calloc(HEURISTIC_MAX_FIELDS, sizeof(*n->cands));
+	if (!n->cands) {
+		rc = -ENOMEM;
+		goto out_rate;
+	}
+	*ret = n;
+	return 0;
+
+out_rate:
+	cbad_rate_free(n->rate);
+out_free:
+	free(n);
+	return fail(errbuf, errlen, rc, "numeric: out of memory");
+}
+
+void cbad_numeric_free(cbad_numeric *n)
+{
+	if (!n)
+		return;
+	for (uint32_t i = 0; i < CBAD_MAX_ENTITY_FIELDS; i++)
+		cbad_entity_free(n->ent[i]);
+	cbad_rate_free(n->rate);
+	free(n->cands);
+	free(n);
+}
+
+size_t cbad_numeric_memory(const cbad_numeric *n)
+{
+	size_t m;
+
+	if (!n)
+		return 0;
+	m = sizeof(*n) + cbad_rate_memory(n->rate);
+	if (n->cands)
+		m += HEURISTIC_MAX_FIELDS * sizeof(hcand);
+	for (uint32_t i = 0; i < CBAD_MAX_ENTITY_FIELDS; i++)
+		m += cbad_entity_memory(n->ent[i]);
+	return m;
+}
+
+size_t cbad_numeric_entity_fields(const cbad_numeric *n, char out[][CBAD_FIELD_NAME_MAX],
+				  size_t max)
+{
+	size_t k = 0;
+
+	if (!n->decided)
+		return 0;
+	for (uint32_t i = 0; i < n->nent && k < max; i++)
+		join4(out[k++], CBAD_FIELD_NAME_MAX, n->ent_name[i], NULL, NULL, NULL);
+	return k;
+}
+
+size_t cbad_numeric_last_tests(const cbad_numeric *n)
+{
+	return n->last_tests;
+}
+
+/* ---- the heuristic ---- */
+
+static void heur_watch(cbad_numeric *n, const cbad_json_field *f, size_t nf)
+{
+	uint32_t t = n->heur_n;
+
+	for (size_t i = 0; i < nf; i++) {
+		hcand *c = NULL;
+		uint32_t h;
+
+		for (uint32_t j = 0; j < n->ncands; j++)
+			if (n->cands[j].hash == f[i].path_hash) {
+				c = &n->cands[j];
+				break;
+			}
+		if (!c) {
+			if (n->ncands >= HEURISTIC_MAX_FIELDS)
+				continue;
+			c = &n->cands[n->ncands++];
+			join4(c->name, sizeof(c->name), f[i].path, NULL, NULL, NULL);
+			c->hash = f[i].path_hash;
+		}
+		if (c->present >= HEURISTIC_EVENTS)
+			continue;
+		c->present++;
+		c->nstrings += f[i].type == CBAD_JSON_STRING;
+		c->nspaced += f[i].type == CBAD_JSON_STRING && memchr(f[i].str, ' ', f[i].str_len);
+		h = (uint32_t)cbad_json_hash(CBAD_JSON_HASH_INIT, f[i].str, f[i].str_len);
+		{
+			uint32_t j;
+
+			for (j = 0; j < c->nvals; j++)
+				if (c->vals[j].h == h)
+					break;
+			if (j == c->nvals) {
+				if (c->nvals >= HEURISTIC_EVENTS)
+					continue;
+				c->vals[c->nvals++] =
+					(hval){.h = h, .first = (uint16_t)t, .last = (uint16_t)t, .count = 0};
+			}
+			c->vals[j].last = (uint16_t)t;
+			c->vals[j].count++;
+		}
+	}
+}
+
+static int make_entities(cbad_numeric *n)
+{
+	n->nent_values = n->nvalues < CBAD_ENTITY_MAX_VALUES ? n->nvalues : CBAD_ENTITY_MAX_VALUES;
+	for (uint32_t i = 0; i < n->nent; i++) {
+		int rc = cbad_entity_new(n->s.max_entities, n->nent_values, &n->ent[i]);
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void heur_decide(cbad_numeric *n)
+{
+	uint32_t N = n->heur_n;
+	uint32_t score[HEURISTIC_MAX_FIELDS] = {0};
+	bool taken[HEURISTIC_MAX_FIELDS] = {false};
+
+	for (uint32_t i = 0; i < n->ncands; i++) {
+		const hcand *c = &n->cands[i];
+		uint32_t top = 0, longlived = 0;
+
+		for (uint32_t j = 0; j < c->nvals; j++) {
+			if (c->vals[j].count > top)
+				top = c->vals[j].count;
+			if (c->vals[j].count >= 2 &&
+			    (uint32_t)(c->vals[j].last - c->vals[j].first) >= N / 4)
+				longlived++;
+		}
+		if (n->s.nentity_fields == 0 && c->nstrings == c->present && c->present * 5 >= N * 4 &&
+		    c->nvals >= ENTITY_MIN_DISTINCT && c->nvals * 2 <= c->present && top * 2 <= c->present &&
+		    c->nspaced * 10 <= c->present && longlived >= 3 && longlived * 8 >= c->nvals)
+			score[i] = c->nvals;
+	}
+	if (n->s.nentity_fields == 0) {
+		while (n->nent < HEURISTIC_MAX_ENTITY) {
+			int best = -1;
+
+			for (uint32_t i = 0; i < n->ncands; i++)
+				if (score[i] > 0 && !taken[i] && (best < 0 || score[i] > score[best]))
+					best = (int)i;
+			if (best < 0)
+				break;
+			taken[best] = true;
+			join4(n->ent_name[n->nent], CBAD_FIELD_NAME_MAX, n->cands[best].name, NULL, NULL, NULL);
+			n->ent_hash[n->nent++] = n->cands[best].hash;
+		}
+	}
+	/* kinds: most present first */
+	while (n->ncat < MAX_CAT) {
+		int best = -1;
+
+		for (uint32_t i = 0; i < n->ncands; i++) {
+			const hcand *c = &n->cands[i];
+			bool is_ent = false;
+
+			for (uint32_t e = 0; e < n->nent; e++)
+				is_ent |= n->ent_hash[e] == c->hash;
+			if (taken[i] || is_ent || c->nvals < 2 || c->nvals > CAT_MAX_DISTINCT ||
+			    c->present * 5 < N)
+				continue;
+			if (best < 0 || c->present > n->cands[best].present)
+				best = (int)i;
+		}
+		if (best < 0)
+			break;
+		taken[best] = true;
+		join4(n->cat_name[n->ncat], CBAD_FIELD_NAME_MAX, n->cands[best].name, NULL, NULL, NULL);
+		n->cat_hash[n->ncat++] = n->cands[best].hash;
+	}
+}
+
+/* ---- one event ---- */
+
+static vfield *value_field(cbad_numeric *n, const cbad_json_field *f)
+{
+	for (uint32_t i = 0; i < n->nvalues; i++)
+		if (n->v[i].hash == f->path_hash && !strcmp(n->v[i].name, f->path))
+			return &n->v[i];
+	if (n->values_configured || n->nvalues >= CBAD_MAX_VALUE_FIELDS)
+		return NULL;
+	{
+		vfield *v = &n->v[n->nvalues++];
+
+		memcpy(v->name, f->path, sizeof(v->name));
+		v->hash = f->path_hash;
+		cbad_values_model_init(&v->m);
+		cbad_values_calib_init(&v->spike);
+		cbad_values_calib_init(&v->shift);
+		cbad_values_runs_init(&v->runs);
+		return v;
+	}
+}
+
+static double stat_of_p(double p)
+{
+	return p >= 1.0 ? 0.0 : -log10(p > 1e-300 ? p : 1e-300);
+}
+
+static void copy_trunc(char *dst, size_t cap, const char *src, size_t n)
+{
+	if (n > cap - 1)
+		n = cap - 1;
+	if (n)
+		memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t cap)
+{
+	const char *vf = c->field >= 0 ? n->v[c->field].name : "";
+	const char *ef = c->ent >= 0 ? n->ent_name[c->ent] : "";
+
+	const char *sep = c->ent >= 0 ? ":" : "";
+
+	switch (c->what) {
+	case W_SPIKE:
+		join4(out, cap, c->ent >= 0 ? "entity:" : "value:", ef, sep, vf);
+		break;
+	case W_SHIFT:
+		join4(out, cap, "shift:", ef, sep, vf);
+		break;
+	case W_FLAT:
+		join4(out, cap, "flatline:", ef, sep, vf);
+		break;
+	case W_EHOUR:
+		join4(out, cap, "hour:", ef, NULL, NULL);
+		break;
+	case W_ERATE:
+		join4(out, cap, "rate:", ef, NULL, NULL);
+		break;
+	case W_BURST:
+		join4(out, cap, "rate:", n->rate_label[0], NULL, NULL);
+		break;
+	default:
+		join4(out, cap, "drop:", n->rate_label[1], NULL, NULL);
+		break;
+	}
+}
+
+static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t cap)
+{
+	const char *vf = c->field >= 0 ? n->v[c->field].name : "";
+	char who[CBAD_FIELD_NAME_MAX + CBAD_ENTITY_LABEL_MAX + 8] = "";
+	static const char *const hours_fmt = "%s acts at %02.0f:00 UTC; its usual hours are %02.0f:00-%02.0f:00 (busiest %02.0f:00)";
+
+	if (c->ent >= 0)
+		join4(who, sizeof(who), n->ent_name[c->ent], " ", n->ent_label[c->ent], NULL);
+	switch (c->what) {
+	case W_SPIKE:
+		snprintf(out, cap, "%s%s%s %.6g is %s the usual %.6g..%.6g (typical %.6g)", who,
+			 who[0] ? ": " : "", vf, c->value, c->value > c->med ? "far above" : "far below",
+			 c->lo, c->hi, c->med);
+		break;
+	case W_SHIFT:
+		snprintf(out, cap, "%s%s%s recently averages %.6g, away from its usual level %.6g", who,
+			 who[0] ? ": " : "", vf, c->value, c->med);
+		break;
+	case W_FLAT:
+		snprintf(out, cap, "%s%s%s has repeated exactly %.6g for %.0f values in a row", who,
+			 who[0] ? ": " : "", vf, c->value, c->observed);
+		break;
+	case W_EHOUR:
+		snprintf(out, cap, hours_fmt, who, c->value, c->lo, c->hi, c->med);
+		break;
+	case W_ERATE:
+		snprintf(out, cap, "%s sent %.0f of the last %.0f events; usually about %.1f", who,
+			 c->observed, c->window, c->expected);
+		break;
+	case W_BURST:
+		snprintf(out, cap, "%s occurred %.0f times in the last %.0f events; usually about %.1f",
+			 n->rate_label[0], c->observed, c->window, c->expected);
+		break;
+	default:
+		snprintf(out, cap, "%s occurred %.0f times in the last %.0f events; usually about %.1f",
+			 n->rate_label[1], c->observed, c->window, c->expected);
+		break;
+	}
+}
+
+static void cand_signal(const cbad_numeric *n, const cand *c, cbad_chan_signal *s)
+{
+	static const cbad_kind kinds[NK] = {CBAD_KIND_VALUE, CBAD_KIND_ENTITY, CBAD_KIND_RATE};
+
+	memset(s, 0, sizeof(*s));
+	s->kind = kinds[c->kind];
+	cand_name(n, c, s->name, sizeof(s->name));
+	s->stat = c->stat;
+	s->p_value = c->p;
+	s->value = c->value;
+	s->base_low = c->lo;
+	s->base_median = c->med;
+	s->base_high = c->hi;
+	if (c->field >= 0)
+		join4(s->field, sizeof(s->field), n->v[c->field].name, NULL, NULL, NULL);
+	if (c->ent >= 0) {
+		join4(s->entity_field, sizeof(s->entity_field), n->ent_name[c->ent], NULL, NULL, NULL);
+		join4(s->entity_value, sizeof(s->entity_value), n->ent_label[c->ent], NULL, NULL, NULL);
+		if (c->field < 0)
+			join4(s->field, sizeof(s->field), n->ent_name[c->ent], NULL, NULL, NULL);
+	}
+	if (c->what == W_BURST || c->what == W_DROP) {
+		const char *l = n->rate_label[c->what == W_BURST ? 0 : 1];
+		const char *eq = strchr(l, '=');
+
+		copy_trunc(s->field, sizeof(s->field), l, eq ? (size_t)(eq - l) : strlen(l));
+	}
+	if (c->p < DETAIL_P)
+		cand_detail(n, c, s->detail, sizeof(s->detail));
+}
+
+/* Adds a test to the list (when there is room). */
+static cand *push(cand *cs, size_t *nc, uint8_t kind, uint8_t what, int field, int ent)
+{
+	cand *c;
+
+	if (*nc >= MAX_CAND)
+		return NULL;
+	c = &cs[(*nc)++];
+	memset(c, 0, sizeof(*c));
+	c->kind = kind;
+	c->what = what;
+	c->field = (int16_t)field;
+	c->ent = (int16_t)ent;
+	return c;
+}
+
+static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf, bool learn,
+			   cand *cs, size_t *nc, double *evals)
+{
+	for (size_t i = 0; i < nf; i++) {
+		vfield *v;
+		cbad_values_judgement j;
+		double x = f[i].num, zp = 1, sp = 1;
+		bool judged = false;
+
+		if (f[i].type != CBAD_JSON_NUMBER || !isfinite(x))
+			continue;
+		v = value_field(n, &f[i]);
+		if (!v)
+			continue;
+		if ((uint32_t)(v - n->v) < CBAD_MAX_VALUE_FIELDS)
+			evals[v - n->v] = x;
+		if (cbad_values_model_ready(&v->m)) {
+			cand *c;
+			int fi = (int)(v - n->v);
+
+			cbad_values_model_judge(&v->m, x, &j);
+			judged = true;
+			if (cbad_values_calib_ready(&v->spike) &&
+			    (c = push(cs, nc, K_VALUE, W_SPIKE, fi, -1))) {
+				zp = c->p = cbad_values_calib_p(&v->spike, j.z);
+				c->stat = j.z;
+				c->value = x;
+				c->lo = j.pred - 2 * j.pred_sigma;
+				c->med = j.pred;
+				c->hi = j.pred + 2 * j.pred_sigma;
+			}
+			if (cbad_values_calib_ready(&v->shift) &&
+			    (c = push(cs, nc, K_VALUE, W_SHIFT, fi, -1))) {
+				sp = c->p = cbad_values_calib_p(&v->shift, j.shift);
+				c->stat = j.shift;
+				c->value = j.fast;
+				c->lo = j.mean - 2 * j.sigma;
+				c->med = j.mean;
+				c->hi = j.mean + 2 * j.sigma;
+			}
+			if (j.run >= 3 && v->m.res > 0 && cbad_values_runs_testable(&v->runs) &&
+			    (c = push(cs, nc, K_VALUE, W_FLAT, fi, -1))) {
+				c->p = cbad_values_runs_p(&v->runs, j.run);
+				c->stat = stat_of_p(c->p);
+				c->value = x;
+				c->observed = j.run;
+				c->lo = c->med = c->hi = 1;
+			}
+		}
+		if (!learn)
+			continue;
+		if (judged) {
+			cbad_values_calib_learn(&v->spike, j.z, zp);
+			cbad_values_calib_learn(&v->shift, j.shift, sp);
+		}
+		if (v->m.n > 0) {
+			uint32_t prev = v->m.run;
+			uint32_t run = x == v->m.last ? prev + 1 : 1;
+
+			cbad_values_runs_learn(&v->runs, prev, run);
+		}
+		cbad_values_model_learn(&v->m, x);
+	}
+}
+
+static const cbad_json_field *find_field(const cbad_json_field *f, size_t nf, uint64_t hash)
+{
+	for (size_t i = 0; i < nf; i++)
+		if (f[i].path_hash == hash)
+			return &f[i];
+	return NULL;
+}
+
+static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t nf,
+			     const cbad_event_view *ev, bool learn, const double *evals, cand *cs,
+			     size_t *nc)
+{
+	int hour = -1;
+	/* hours are judged once the stream's history spans HOUR_SPAN_MS: before that, every new
+	 * hour of the day would look unusual for everyone */
+	bool judge_hour = n->first_ts > 0 && n->last_ts - n->first_ts >= HOUR_SPAN_MS;
+
+	if (ev->ts_ms > 0)
+		hour = (int)((ev->ts_ms / 3600000) % 24);
+	for (uint32_t e = 0; e < n->nent; e++) {
+		const cbad_json_field *ef = find_field(f, nf, n->ent_hash[e]);
+		cbad_entity_signal es[3 + 3 * CBAD_ENTITY_MAX_VALUES];
+		size_t k;
+		uint64_t key;
+
+		n->ent_label[e][0] = '\0';
+		if (!ef || !n->ent[e] || ef->str_len == 0)
+			continue;
+		key = cbad_json_hash(n->ent_hash[e], ef->str, ef->str_len);
+		k = cbad_entity_observe(n->ent[e], key, ef->str, ef->str_len, evals, hour,
+					judge_hour, n->t, learn, es, sizeof(es) / sizeof(es[0]));
+		copy_trunc(n->ent_label[e], CBAD_ENTITY_LABEL_MAX, ef->str, ef->str_len);
+		for (size_t i = 0; i < k; i++) {
+			static const uint8_t what[] = {W_SPIKE, W_SHIFT, W_FLAT, W_ERATE, W_EHOUR};
+			bool is_rate = es[i].what == CBAD_ENTITY_RATE;
+			bool has_field = es[i].what <= CBAD_ENTITY_FLAT;
+			cand *c = push(cs, nc, is_rate ? K_RATE : K_ENTITY, what[es[i].what],
+				       has_field ? (int)es[i].value_index : -1, (int)e);
+
+			if (!c)
+				break;
+			c->p = es[i].p_value;
+			c->stat = es[i].stat;
+			c->value = es[i].value;
+			c->lo = es[i].base_low;
+			c->med = es[i].base_median;
+			c->hi = es[i].base_high;
+			if (is_rate) {
+				c->observed = es[i].value;
+				c->expected = es[i].base_median;
+				c->window = CBAD_ENTITY_RATE_SHORT;
+			}
+			if (es[i].what == CBAD_ENTITY_FLAT)
+				c->observed = es[i].run;
+		}
+	}
+}
+
+static void observe_rates(cbad_numeric *n, const cbad_json_field *f, size_t nf,
+			  const cbad_event_view *ev, bool learn, cand *cs, size_t *nc)
+{
+	cbad_rate_key keys[1 + MAX_CAT];
+	char labels[1 + MAX_CAT][CBAD_RATE_LABEL_MAX];
+	size_t nk = 0;
+	cbad_rate_verdict b, d;
+
+	if (ev->template_id) {
+		keys[nk].key = ev->template_id;
+		snprintf(labels[nk], CBAD_RATE_LABEL_MAX, "template %016llx",
+			 (unsigned long long)ev->template_id);
+		keys[nk].label = labels[nk];
+		keys[nk].label_len = strlen(labels[nk]);
+		nk++;
+	}
+	for (uint32_t i = 0; i < n->ncat; i++) {
+		const cbad_json_field *cf = find_field(f, nf, n->cat_hash[i]);
+		size_t ln = strlen(n->cat_name[i]);
+
+		if (!cf)
+			continue;
+		keys[nk].key = cbad_json_hash(n->cat_hash[i], cf->str, cf->str_len);
+		copy_trunc(labels[nk], CBAD_RATE_LABEL_MAX, n->cat_name[i], ln);
+		if (ln + 1 < CBAD_RATE_LABEL_MAX - 1) {
+			labels[nk][ln] = '=';
+			copy_trunc(labels[nk] + ln + 1, CBAD_RATE_LABEL_MAX - ln - 1, cf->str,
+				   cf->str_len);
+		}
+		keys[nk].label = labels[nk];
+		keys[nk].label_len = strlen(labels[nk]);
+		nk++;
+	}
+	cbad_rate_observe(n->rate, keys, nk, learn, &b, &d);
+	if (b.valid) {
+		cand *c = push(cs, nc, K_RATE, W_BURST, -1, -1);
+
+		if (c) {
+			c->p = b.p_value;
+			c->stat = b.stat;
+			c->value = b.observed;
+			c->observed = b.observed;
+			c->expected = b.expected;
+			c->window = b.window;
+			c->lo = b.base_low;
+			c->med = b.expected;
+			c->hi = b.base_high;
+			memcpy(n->rate_label[0], b.label, CBAD_RATE_LABEL_MAX);
+		}
+	}
+	if (d.valid) {
+		cand *c = push(cs, nc, K_RATE, W_DROP, -1, -1);
+
+		if (c) {
+			c->p = d.p_value;
+			c->stat = d.stat;
+			c->value = d.observed;
+			c->observed = d.observed;
+			c->expected = d.expected;
+			c->window = d.window;
+			c->lo = d.base_low;
+			c->med = d.expected;
+			c->hi = d.base_high;
+			memcpy(n->rate_label[1], d.label, CBAD_RATE_LABEL_MAX);
+		}
+	}
+}
+
+size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool learn,
+			    cbad_chan_signal *out, size_t max)
+{
+	cbad_json_field f[MAX_SCAN];
+	cand cs[MAX_CAND];
+	size_t nc = 0, nout = 0;
+	double evals[CBAD_MAX_VALUE_FIELDS];
+	double kmin[NK] = {1.0, 1.0, 1.0};
+	int kbest[NK] = {-1, -1, -1};
+	size_t kcount[NK] = {0};
+	int nf = 0;
+
+	if (ev->raw && ev->len > 0)
+		nf = cbad_json_scan(ev->raw, ev->len, f, MAX_SCAN);
+	if (nf < 0)
+		nf = 0;
+	for (size_t i = 0; i < CBAD_MAX_VALUE_FIELDS; i++)
+		evals[i] = NAN;
+
+	observe_values(n, f, (size_t)nf, learn, cs, &nc, evals);
+	if (n->decided)
+		observe_entities(n, f, (size_t)nf, ev, learn, evals, cs, &nc);
+	observe_rates(n, f, (size_t)nf, ev, learn, cs, &nc);
+	n->last_tests = nc;
+
+	/* the kind's smallest p-value, calibrated against the kind's own recent events */
+	for (size_t i = 0; i < nc; i++) {
+		kcount[cs[i].kind]++;
+		if (cs[i].p < kmin[cs[i].kind]) {
+			kmin[cs[i].kind] = cs[i].p;
+			kbest[cs[i].kind] = (int)i;
+		}
+	}
+	for (int k = 0; k < NK; k++) {
+		double st, pk;
+
+		if (kcount[k] == 0)
+			continue;
+		st = stat_of_p(kmin[k]);
+		pk = cbad_values_calib_ready(&n->kind_cal[k]) ? cbad_values_calib_p(&n->kind_cal[k], st) :
+								 1.0;
+		if (learn)
+			cbad_values_calib_learn(&n->kind_cal[k], st, pk);
+		/* the other tests of the kind: Bonferroni within the kind, never below the kind */
+		for (size_t i = 0; i < nc; i++) {
+			if (cs[i].kind != k)
+				continue;
+			if ((int)i == kbest[k]) {
+				cs[i].p = pk;
+			} else {
+				double p = cs[i].p * (double)kcount[k];
+
+				cs[i].p = p < pk ? pk : (p > 1.0 ? 1.0 : p);
+			}
+		}
+		if (kbest[k] < 0) {
+			/* every test of the kind said 1: the first one carries the kind */
+			for (size_t i = 0; i < nc; i++)
+				if (cs[i].kind == k) {
+					cs[i].p = pk;
+					break;
+				}
+		}
+	}
+
+	/* strongest first: selection of the max smallest p-values, ties in test order */
+	while (nout < max && nout < nc) {
+		size_t best = nout;
+
+		for (size_t i = nout + 1; i < nc; i++)
+			if (cs[i].p < cs[best].p)
+				best = i;
+		if (best != nout) {
+			cand tmp = cs[best];
+
+			memmove(&cs[nout + 1], &cs[nout], (best - nout) * sizeof(cand));
+			cs[nout] = tmp;
+		}
+		cand_signal(n, &cs[nout], &out[nout]);
+		nout++;
+	}
+
+	if (learn) {
+		if (ev->ts_ms > 0) {
+			if (n->first_ts == 0)
+				n->first_ts = ev->ts_ms;
+			if (ev->ts_ms > n->last_ts)
+				n->last_ts = ev->ts_ms;
+		}
+		if (!n->decided) {
+			heur_watch(n, f, (size_t)nf);
+			n->heur_n++;
+			if (n->heur_n >= HEURISTIC_EVENTS) {
+				heur_decide(n);
+				if (make_entities(n) == 0) {
+					n->decided = true;
+					free(n->cands);
+					n->cands = NULL;
+					n->ncands = 0;
+				} else {
+					for (uint32_t i = 0; i < CBAD_MAX_ENTITY_FIELDS; i++) {
+						cbad_entity_free(n->ent[i]);
+						n->ent[i] = NULL;
+					}
+					n->nent = (uint32_t)n->s.nentity_fields;
+					n->ncat = 0;
+					n->heur_n--; /* try again next event */
+				}
+			}
+		}
+		n->t++;
+	}
+	return nout;
+}
+
+/* ---- state ---- */
+
+void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
+{
+	cbad_w_u32(w, STATE_TAG);
+	cbad_w_u64(w, n->t);
+	cbad_w_i64(w, n->first_ts);
+	cbad_w_i64(w, n->last_ts);
+	cbad_w_u32(w, n->nvalues);
+	for (uint32_t i = 0; i < n->nvalues; i++) {
+		cbad_w_str(w, n->v[i].name);
+		cbad_values_model_save(&n->v[i].m, w);
+		cbad_values_calib_save(&n->v[i].spike, w);
+		cbad_values_calib_save(&n->v[i].shift, w);
+		cbad_values_runs_save(&n->v[i].runs, w);
+	}
+	for (int k = 0; k < NK; k++)
+		cbad_values_calib_save(&n->kind_cal[k], w);
+	cbad_rate_save(n->rate, w);
+	cbad_w_u8(w, n->decided);
+	if (!n->decided) {
+		cbad_w_u32(w, n->heur_n);
+		cbad_w_u32(w, n->ncands);
+		for (uint32_t i = 0; i < n->ncands; i++) {
+			const hcand *c = &n->cands[i];
+
+			cbad_w_str(w, c->name);
+			cbad_w_u32(w, c->present);
+			cbad_w_u32(w, c->nstrings);
+			cbad_w_u32(w, c->nspaced);
+			cbad_w_u32(w, c->nvals);
+			for (uint32_t j = 0; j < c->nvals; j++) {
+				cbad_w_u32(w, c->vals[j].h);
+				cbad_w_u32(w, c->vals[j].first);
+				cbad_w_u32(w, c->vals[j].last);
+				cbad_w_u32(w, c->vals[j].count);
+			}
+		}
+		return;
+	}
+	cbad_w_u32(w, n->nent);
+	cbad_w_u32(w, n->nent_values);
+	for (uint32_t i = 0; i < n->nent; i++) {
+		cbad_w_str(w, n->ent_name[i]);
+		cbad_entity_save(n->ent[i], w);
+	}
+	cbad_w_u32(w, n->ncat);
+	for (uint32_t i = 0; i < n->ncat; i++)
+		cbad_w_str(w, n->cat_name[i]);
+}
+
+int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
+{
+	uint32_t nv;
+
+	if (cbad_r_u32(r) != STATE_TAG || n->decided || n->t != 0)
+		return -EINVAL;
+	n->t = cbad_r_u64(r);
+	n->first_ts = cbad_r_i64(r);
+	n->last_ts = cbad_r_i64(r);
+	nv = cbad_r_count(r, CBAD_MAX_VALUE_FIELDS);
+	if (r->failed || (n->values_configured && nv != n->nvalues))
+		return -EINVAL;
+	n->nvalues = nv;
+	for (uint32_t i = 0; i < nv; i++) {
+		vfield *v = &n->v[i];
+
+		if (!cbad_r_str(r, v->name, sizeof(v->name)))
+			return -EINVAL;
+		v->hash = name_hash(v->name);
+		cbad_values_model_load(&v->m, r);
+		if (cbad_values_calib_load(&v->spike, r) < 0 || cbad_values_calib_load(&v->shift, r) < 0)
+			return -EINVAL;
+		cbad_values_runs_load(&v->runs, r);
+	}
+	for (int k = 0; k < NK; k++)
+		if (cbad_values_calib_load(&n->kind_cal[k], r) < 0)
+			return -EINVAL;
+	if (cbad_rate_load(n->rate, r) < 0)
+		return -EINVAL;
+	if (cbad_r_u8(r) == 0) {
+		n->heur_n = cbad_r_count(r, HEURISTIC_EVENTS - 1);
+		n->ncands = cbad_r_count(r, HEURISTIC_MAX_FIELDS);
+		for (uint32_t i = 0; i < n->ncands && !r->failed; i++) {
+			hcand *c = &n->cands[i];
+
+			cbad_r_str(r, c->name, sizeof(c->name));
+			c->hash = name_hash(c->name);
+			c->present = cbad_r_count(r, HEURISTIC_EVENTS);
+			c->nstrings = cbad_r_count(r, c->present);
+			c->nspaced = cbad_r_count(r, c->nstrings);
+			c->nvals = cbad_r_count(r, HEURISTIC_EVENTS);
+			for (uint32_t j = 0; j < c->nvals && !r->failed; j++) {
+				c->vals[j].h = cbad_r_u32(r);
+				c->vals[j].first = (uint16_t)cbad_r_count(r, HEURISTIC_EVENTS);
+				c->vals[j].last = (uint16_t)cbad_r_count(r, HEURISTIC_EVENTS);
+				c->vals[j].count = (uint16_t)cbad_r_count(r, HEURISTIC_EVENTS);
+			}
+		}
+		return r->failed ? -EINVAL : 0;
+	}
+	{
+		uint32_t ne = cbad_r_count(r, CBAD_MAX_ENTITY_FIELDS);
+		uint32_t nev = cbad_r_count(r, CBAD_ENTITY_MAX_VALUES);
+
+		if (r->failed || nev > nv || (n->s.nentity_fields && ne != n->s.nentity_fields))
+			return -EINVAL;
+		n->nent = ne;
+		n->nent_values = nev;
+		for (uint32_t i = 0; i < ne; i++) {
+			if (!cbad_r_str(r, n->ent_name[i], CBAD_FIELD_NAME_MAX))
+				return -EINVAL;
+			n->ent_hash[i] = name_hash(n->ent_name[i]);
+			if (cbad_entity_new(n->s.max_entities, nev, &n->ent[i]) < 0)
+				return -ENOMEM;
+			if (cbad_entity_load(n->ent[i], r) < 0)
+				return -EINVAL;
+		}
+		n->ncat = cbad_r_count(r, MAX_CAT);
+		for (uint32_t i = 0; i < n->ncat; i++) {
+			if (!cbad_r_str(r, n->cat_name[i], CBAD_FIELD_NAME_MAX))
+				return -EINVAL;
+			n->cat_hash[i] = name_hash(n->cat_name[i]);
+		}
+	}
+	if (r->failed)
+		return -EINVAL;
+	n->decided = true;
+	free(n->cands);
+	n->cands = NULL;
+	n->ncands = 0;
+	return 0;
+}

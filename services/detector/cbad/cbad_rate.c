@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_rate: bursts and drops in how often a kind of event occurs (internal to cbad). */
+#include "services/detector/cbad/cbad_rate.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_values.h"
+
+#define NKINDS (CBAD_RATE_SETS * CBAD_RATE_WAYS)
+#define MIN_EVENTS 256      /* events before the channel reports */
+#define DROP_MIN_EXPECTED 8 /* a drop is testable when >= 8 occurrences are expected */
+#define LN10 2.302585092994046
+
+typedef struct rate_kind {
+	uint64_t key; /* 0 = empty slot */
+	uint64_t seen; /* stream index of the last occurrence */
+	cbad_rate_ew ew;
+	char label[CBAD_RATE_LABEL_MAX];
+} rate_kind;
+
+struct cbad_rate {
+	uint64_t t; /* events seen */
+	uint32_t rr; /* round robin position of the drop test */
+	cbad_values_calib burst_cal, drop_cal;
+	rate_kind kinds[NKINDS];
+};
+
+/* ---- Poisson tails ---- */
+
+/* ln of the regularised lower gamma P(a, x) by its series (good for x < a + 1). */
+static double ln_gamma_p_series(double a, double x)
+{
+	double sum = 1.0 / a, term = sum, ap = a;
+
+	for (int i = 0; i < 1000; i++) {
+		ap += 1.0;
+		term *= x / ap;
+		sum += term;
+		if (term < sum * 1e-15)
+			break;
+	}
+	return log(sum) - x + a * log(x) - lgamma(a);
+}
+
+/* ln of the regularised upper gamma Q(a, x) by its continued fraction (x >= a + 1). */
+static double ln_gamma_q_cf(double a, double x)
+{
+	const double tiny = 1e-300;
+	double b = x + 1.0 - a, c = 1.0 / tiny, d = 1.0 / b, h = d;
+
+	for (int i = 1; i < 1000; i++) {
+		double an = -i * (i - a), del;
+
+		b += 2.0;
+		d = an * d + b;
+		if (fabs(d) < tiny)
+			d = tiny;
+		c = b + an / c;
+		if (fabs(c) < tiny)
+			c = tiny;
+		d = 1.0 / d;
+		del = d * c;
+		h *= del;
+		if (fabs(del - 1.0) < 1e-15)
+			break;
+	}
+	return log(h) - x + a * log(x) - lgamma(a);
+}
+
+/* ln P(a, x) for any a > 0, x >= 0. */
+static double ln_gamma_p(double a, double x)
+{
+	if (x <= 0)
+		return -INFINITY;
+	if (x < a + 1.0)
+		return ln_gamma_p_series(a, x);
+	return log1p(-exp(ln_gamma_q_cf(a, x)));
+}
+
+/* ln Q(a, x). */
+static double ln_gamma_q(double a, double x)
+{
+	if (x <= 0)
+		return 0;
+	if (x < a + 1.0)
+		return log1p(-exp(ln_gamma_p_series(a, x)));
+	return ln_gamma_q_cf(a, x);
+}
+
+double cbad_rate_log10_upper(double c, double lambda)
+{
+	double v;
+
+	/* P(X >= c) = P(c, lambda) for the continuous extension */
+	if (!(c > 0) || !(lambda >= 0) || !isfinite(c) || !isfinite(lambda))
+		return 0;
+	if (lambda <= 0)
+		return -300;
+	v = ln_gamma_p(c, lambda) / LN10;
+	if (v > 0)
+		v = 0;
+	return v < -300 ? -300 : v;
+}
+
+double cbad_rate_log10_lower(double c, double lambda)
+{
+	double v;
+
+	/* P(X <= c) = Q(c + 1, lambda) */
+	if (!(c >= 0) || !(lambda > 0) || !isfinite(c) || !isfinite(lambda))
+		return 0;
+	v = ln_gamma_q(c + 1.0, lambda) / LN10;
+	if (v > 0)
+		v = 0;
+	return v < -300 ? -300 : v;
+}
+
+/* ---- EW shares ---- */
+
+static double decay(double w, uint64_t dt)
+{
+	if (dt == 0)
+		return 1.0;
+	if (dt > 1000000)
+		return 0.0;
+	return exp((double)dt * log1p(-1.0 / w));
+}
+
+double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
+			  double prior, double *ret_observed, double *ret_expected)
+{
+	uint64_t dt = now > e->last ? now - e->last : 0;
+	double obs = (double)e->s_short * decay(w_short, dt) * w_short + 1.0;
+	double share = (double)e->s_long * decay(w_long, dt);
+	double lam;
+
+	if (share < prior)
+		share = prior;
+	lam = share * w_short;
+	*ret_observed = obs;
+	*ret_expected = lam;
+	return -cbad_rate_log10_upper(obs, lam);
+}
+
+double cbad_rate_ew_excess(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
+			   double prior, double *ret_observed, double *ret_expected)
+{
+	uint64_t dt = now > e->last ? now - e->last : 0;
+	double obs = (double)e->s_short * decay(w_short, dt) * w_short + 1.0;
+	double share = (double)e->s_long * decay(w_long, dt);
+
+	if (share < prior)
+		share = prior;
+	*ret_observed = obs;
+	*ret_expected = share * w_short;
+	return (obs - *ret_expected) / sqrt(*ret_expected + 0.25);
+}
+
+void cbad_rate_ew_learn(cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
+{
+	uint64_t dt = now > e->last ? now - e->last : 0;
+	double s = (double)e->s_short * decay(w_short, dt);
+	double l = (double)e->s_long * decay(w_long, dt);
+	double m = (double)e->s_mid * decay(CBAD_RATE_MID, dt);
+
+	e->s_short = (float)(s + (1.0 - s) / w_short);
+	e->s_mid = (float)(m + (1.0 - m) / CBAD_RATE_MID);
+	e->s_long = (float)(l + (1.0 - l) / w_long);
+	e->last = now;
+}
+
+/* ---- the kinds table ---- */
+
+int cbad_rate_new(cbad_rate **ret)
+{
+	cbad_rate *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	cbad_values_calib_init(&r->burst_cal);
+	cbad_values_calib_init(&r->drop_cal);
+	*ret = r;
+	return 0;
+}
+
+void cbad_rate_free(cbad_rate *r)
+{
+	free(r);
+}
+
+size_t cbad_rate_memory(const cbad_rate *r)
+{
+	return r ? sizeof(*r) : 0;
+}
+
+/* The kind's slot, or a free / least recently seen slot of its set for it (new = true). */
+static rate_kind *kind_slot(cbad_rate *r, uint64_t key, bool *new_kind)
+{
+	size_t set = (size_t)(key % CBAD_RATE_SETS) * CBAD_RATE_WAYS;
+	rate_kind *victim = NULL;
+
+	for (size_t i = 0; i < CBAD_RATE_WAYS; i++) {
+		rate_kind *k = &r->kinds[set + i];
+
+		if (k->key == key) {
+			*new_kind = false;
+			return k;
+		}
+		if (k->key == 0) {
+			if (!victim || victim->key != 0)
+				victim = k;
+		} else if (!victim || (victim->key != 0 && k->seen < victim->seen)) {
+			victim = k;
+		}
+	}
+	*new_kind = true;
+	return victim;
+}
+
+static void verdict_clear(cbad_rate_verdict *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->p_value = 1.0;
+}
+
+void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bool learn,
+		       cbad_rate_verdict *burst, cbad_rate_verdict *drop)
+{
+	const double prior = 1.0 / CBAD_RATE_LONG;
+	double best = 0, dstat = 0;
+	bool bk = false;
+	char blabel[CBAD_RATE_LABEL_MAX] = "";
+	double bobs = 0, bexp = 0;
+	rate_kind *dk;
+	bool ready = r->t >= MIN_EVENTS;
+	bool deligible = false; /* the drop test applies to this event's kind in turn */
+
+	verdict_clear(burst);
+	verdict_clear(drop);
+	for (size_t i = 0; i < nkeys; i++) {
+		uint64_t key = keys[i].key ? keys[i].key : 1;
+		bool fresh;
+		rate_kind *k = kind_slot(r, key, &fresh);
+		double obs, ex, s;
+
+		if (fresh) {
+			if (!learn)
+				continue;
+			memset(k, 0, sizeof(*k));
+			k->key = key;
+			k->ew.last = r->t;
+			{
+				size_t n = keys[i].label_len < CBAD_RATE_LABEL_MAX - 1 ?
+						   keys[i].label_len :
+						   CBAD_RATE_LABEL_MAX - 1;
+
+				if (keys[i].label && n)
+					memcpy(k->label, keys[i].label, n);
+				k->label[n] = '\0';
+			}
+		}
+		/* a cheap standardised excess picks the kind; its exact tail is computed once */
+		s = cbad_rate_ew_excess(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG, prior, &obs,
+					&ex);
+		if (!bk || s > best) {
+			best = s;
+			bk = true;
+			memcpy(blabel, k->label, sizeof(blabel));
+			bobs = obs;
+			bexp = ex;
+		}
+		if (learn) {
+			cbad_rate_ew_learn(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+			k->seen = r->t;
+		}
+	}
+	if (bk)
+		best = -cbad_rate_log10_upper(bobs, bexp);
+	if (ready && cbad_values_calib_ready(&r->burst_cal) && bk) {
+		burst->valid = true;
+		burst->stat = best;
+		burst->p_value = cbad_values_calib_p(&r->burst_cal, best);
+		burst->observed = bobs;
+		burst->expected = bexp;
+		burst->window = CBAD_RATE_SHORT;
+		burst->base_low = 0;
+		burst->base_high = bexp + 2.33 * sqrt(bexp) + 1.0;
+		memcpy(burst->label, blabel, sizeof(burst->label));
+	}
+
+	/* drop: one remembered kind per event, in turn */
+	dk = &r->kinds[r->rr % NKINDS];
+	if (dk->key != 0) {
+		uint64_t dt = r->t > dk->ew.last ? r->t - dk->ew.last : 0;
+		double lam = (double)dk->ew.s_long * decay(CBAD_RATE_LONG, dt) * CBAD_RATE_MID;
+		double obs = (double)dk->ew.s_mid * decay(CBAD_RATE_MID, dt) * CBAD_RATE_MID;
+
+		deligible = lam >= DROP_MIN_EXPECTED;
+		if (deligible)
+			dstat = -cbad_rate_log10_lower(obs, lam);
+		if (deligible && ready && cbad_values_calib_ready(&r->drop_cal)) {
+			drop->valid = true;
+			drop->stat = dstat;
+			drop->p_value = cbad_values_calib_p(&r->drop_cal, dstat);
+			drop->observed = obs;
+			drop->expected = lam;
+			drop->window = CBAD_RATE_MID;
+			drop->base_low = lam - 2.33 * sqrt(lam) > 0 ? lam - 2.33 * sqrt(lam) : 0;
+			drop->base_high = lam + 2.33 * sqrt(lam);
+			memcpy(drop->label, dk->label, sizeof(drop->label));
+		}
+	}
+	if (!learn)
+		return;
+	if (bk)
+		cbad_values_calib_learn(&r->burst_cal, best, burst->p_value);
+	if (deligible)
+		cbad_values_calib_learn(&r->drop_cal, dstat, drop->p_value);
+	r->rr++;
+	r->t++;
+}
+
+void cbad_rate_save(const cbad_rate *r, cbad_writer *w)
+{
+	uint32_t used = 0;
+
+	cbad_w_u64(w, r->t);
+	cbad_w_u32(w, r->rr);
+	cbad_values_calib_save(&r->burst_cal, w);
+	cbad_values_calib_save(&r->drop_cal, w);
+	for (size_t i = 0; i < NKINDS; i++)
+		used += r->kinds[i].key != 0;
+	cbad_w_u32(w, used);
+	for (uint32_t i = 0; i < NKINDS; i++) {
+		const rate_kind *k = &r->kinds[i];
+		float f[3] = {k->ew.s_short, k->ew.s_mid, k->ew.s_long};
+
+		if (k->key == 0)
+			continue;
+		cbad_w_u32(w, i);
+		cbad_w_u64(w, k->key);
+		cbad_w_u64(w, k->seen);
+		cbad_w_u64(w, k->ew.last);
+		cbad_w_bytes(w, f, sizeof(f));
+		cbad_w_str(w, k->label);
+	}
+}
+
+int cbad_rate_load(cbad_rate *r, cbad_reader *rd)
+{
+	uint32_t used;
+
+	memset(r->kinds, 0, sizeof(r->kinds));
+	r->t = cbad_r_u64(rd);
+	r->rr = cbad_r_u32(rd);
+	if (cbad_values_calib_load(&r->burst_cal, rd) < 0 ||
+	    cbad_values_calib_load(&r->drop_cal, rd) < 0)
+		return -EINVAL;
+	used = cbad_r_count(rd, NKINDS);
+	for (uint32_t i = 0; i < used && !rd->failed; i++) {
+		uint32_t slot = cbad_r_count(rd, NKINDS - 1);
+		rate_kind *k = &r->kinds[slot];
+		float f[3];
+
+		k->key = cbad_r_u64(rd);
+		k->seen = cbad_r_u64(rd);
+		k->ew.last = cbad_r_u64(rd);
+		cbad_r_bytes(rd, f, sizeof(f));
+		cbad_r_str(rd, k->label, sizeof(k->label));
+		if (k->key == 0 || !(f[0] >= 0 && f[0] <= 1 && f[1] >= 0 && f[1] <= 1 && f[2] >= 0 &&
+				     f[2] <= 1))
+			rd->failed = true;
+		k->ew.s_short = f[0];
+		k->ew.s_mid = f[1];
+		k->ew.s_long = f[2];
+	}
+	return rd->failed ? -EINVAL : 0;
+}

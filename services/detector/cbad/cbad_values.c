@@ -1,0 +1,462 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_values: robust per-field value models (spike, level shift, flatline) and their calibration (internal to cbad). */
+#include "services/detector/cbad/cbad_values.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#define BIN_SCALE 16.0   /* bins per unit of log1p(stat) */
+#define TAIL_PRIOR 0.5   /* prior mean excess of the tail fit (log1p units) ... */
+#define TAIL_PRIOR_N 2.0 /* ... worth this many observations: keeps a short tail from overclaiming */
+#define TAIL_MIN_BETA 0.15 /* log1p units: the steepest tail believed from a short history */
+
+#define MODEL_SLOW 128 /* memory of the mean and variance, in values */
+#define MODEL_FAST 8   /* memory of the fast mean */
+#define MODEL_CLIP 4.0 /* Huber clip of a residual, in sigmas */
+
+#define RUNS_MIN_SEEN 64.0    /* transitions seen before flatlines are tested */
+#define RUNS_MAX_REPEAT 0.05   /* ... and only when a value repeats the previous one this rarely */
+#define RUNS_NEW_NORMAL 1000 /* a flatline this long is learned as normal */
+#define RUNS_CAP 8192.0 /* counts are halved past this: the chain follows slow change */
+
+/* ---- calibrator ---- */
+
+/* bin_edge[b] = expm1(b / 16): bin b holds statistics with log1p(stat) in [b/16, (b+1)/16).
+ * A table (generated once, exact to the last bit) keeps log1p out of the per-event path. */
+static const double bin_edge[CBAD_CALIB_BINS + 1] = {
+	0, 0.064494458917859432, 0.13314845306682632, 0.2062302494209807,
+	0.28402541668774151, 0.36683794117379637, 0.45499141461820136, 0.54883029863413313,
+	0.64872127070012819, 0.7550546569602985, 0.86824595743222244, 0.98873746958229181,
+	1.1170000166126748, 1.2535347872132085, 1.3988752939670979, 1.5535894580629268,
+	1.7182818284590451, 1.8935959441717609, 2.080216848918031, 2.2788737679386735,
+	2.4903429574618414, 2.7154507379411039, 2.9550767229205772, 3.2101572561439604,
+	3.481689070338065, 3.7707331819676027, 4.0784190371800815, 4.4059489251411676,
+	4.7546026760057298, 5.1257426618819864, 5.5208191203301125, 5.9413758211970356,
+	6.3890560989306504, 6.8656092739448917, 7.3728974881272649, 7.9129029811987373,
+	8.4877358363585262, 9.0996422254800535, 9.7510131860763547, 10.444393964331121,
+	11.182493960703473, 11.968197316969134, 12.804574186067095, 13.694892728788941,
+	14.642631884188171, 15.651494963610144, 16.725424121461643, 17.868615759264884,
+	19.085536923187668, 20.380942759123343, 21.75989509352673, 23.227782212610979,
+	24.790339917193062, 26.453673935460099, 28.224283781234938, 30.109088150967661,
+	32.115451958692312, 34.25121511458854, 36.524723159600995, 38.944859875821933,
+	41.521082000062783, 44.263456176258764, 47.182698291098816, 50.290215346585704,
+	53.598150033144236, 57.119428177447986, 60.867809250367884, 64.857940132403698,
+	69.105412346687856, 73.62682298320091, 78.439839552261333, 83.563269020706002,
+	89.017131300521811, 94.822737477086875, 101.00277308269969, 107.5813867407896,
+	114.58428452718766, 122.03883041717654, 129.9741532108186, 138.42126035437516,
+	147.4131591025766, 156.98498549518746, 167.17414165184545, 178.02044192165667,
+	189.56626845862999, 201.85673683086486, 214.93987231061411, 228.86679753407884,
+	243.69193226422038, 259.47320603716679, 276.27228452313398, 294.1548104863723,
+	313.19066028569421, 333.45421691786504, 355.0246606707791, 377.98627852215554,
+	402.42879349273511, 428.44771524093392, 456.14471326890896, 485.62801419834722,
+	517.01282466834198, 550.42178150783877, 585.98543094170896, 623.84273870296101,
+	664.14163304436181, 707.03958277129937, 752.70421255456131, 801.31395792737908,
+	853.05876252615155, 908.14082029933229, 966.77536558467659, 1029.1915141420939,
+	1095.6331584284585, 1166.3599206126853, 1241.6481670549956, 1321.7920882144774,
+	1407.1048482046956, 1497.9198084892719, 1594.5918304990491, 1697.4986622608421,
+	1807.0424144560632, 1923.6511316769472, 2047.7804650200976, 2179.9154525530494,
+	2320.572414611057, 2470.3009713300253, 2629.6861902991359, 2799.3508727251633,
+	2979.9579870417283,
+};
+
+static int stat_bin(double stat)
+{
+	int lo = 0;
+
+	if (!(stat > 0))
+		return 0;
+	/* the last edge <= stat, by a branch-free binary search over 128 edges */
+	for (int step = CBAD_CALIB_BINS / 2; step > 0; step /= 2)
+		lo += (bin_edge[lo + step] <= stat) * step;
+	return lo;
+}
+
+static void tree_add(cbad_values_calib *c, int bin, int delta)
+{
+	c->count[bin] = (uint16_t)(c->count[bin] + delta);
+	for (int i = bin + 1; i <= CBAD_CALIB_BINS; i += i & -i)
+		c->tree[i] = (uint16_t)(c->tree[i] + delta);
+}
+
+/* Number of statistics in bins 0..bin. */
+static unsigned tree_prefix(const cbad_values_calib *c, int bin)
+{
+	unsigned s = 0;
+
+	for (int i = bin + 1; i > 0; i -= i & -i)
+		s += c->tree[i];
+	return s;
+}
+
+void cbad_values_calib_init(cbad_values_calib *c)
+{
+	memset(c, 0, sizeof(*c));
+}
+
+bool cbad_values_calib_ready(const cbad_values_calib *c)
+{
+	return c->n >= CBAD_CALIB_MIN;
+}
+
+double cbad_values_calib_p(const cbad_values_calib *c, double stat)
+{
+	double u, ge, p;
+	unsigned below, inbin, n = c->n;
+	int b;
+
+	if (n == 0)
+		return 1.0;
+	if (!(stat > 0))
+		stat = 0;
+	b = stat_bin(stat);
+	inbin = c->count[b];
+	below = tree_prefix(c, b) - inbin;
+	{
+		/* the share of the bin above stat: statistics spread evenly within a bin */
+		double frac = b + 1 < CBAD_CALIB_BINS ?
+				      (bin_edge[b + 1] - stat) / (bin_edge[b + 1] - bin_edge[b]) :
+				      0.0;
+
+		if (frac < 0)
+			frac = 0;
+		if (frac > 1)
+			frac = 1;
+		ge = (double)(n - below - inbin) + frac * (double)inbin;
+	}
+	p = (ge + 1.0) / ((double)n + 1.0);
+	if (ge < CBAD_CALIB_TAIL && n >= CBAD_CALIB_TAIL) {
+		u = log1p(stat) * BIN_SCALE;
+		/* peaks over threshold: the top CBAD_CALIB_TAIL statistics define the threshold
+		 * (lower edge of the bin holding the 12th largest) and the mean excess over it */
+		unsigned cnt = 0, cm, nbins = 0;
+		double excess = 0, beta, um, pt;
+		int bm = CBAD_CALIB_BINS - 1;
+
+		for (; bm >= 0; bm--) {
+			unsigned k = c->count[bm];
+
+			if (k == 0)
+				continue;
+			nbins++;
+			excess += (double)k * ((double)bm + 0.5);
+			cnt += k;
+			if (cnt >= CBAD_CALIB_TAIL)
+				break;
+		}
+		if (bm < 0)
+			bm = 0;
+		cm = cnt;
+		um = (double)bm;
+		excess = (excess - (double)cnt * um) / BIN_SCALE;
+		beta = (excess + TAIL_PRIOR * TAIL_PRIOR_N) / ((double)cnt + TAIL_PRIOR_N);
+		if (beta < TAIL_MIN_BETA)
+			beta = TAIL_MIN_BETA;
+		/* a tail that sits in one bin (a statistic that is usually 0, or always the same)
+		 * says nothing about how fast it falls: no extrapolation then, only the rank */
+		if (nbins >= 2 && u > um) {
+			pt = ((double)cm + 1.0) / ((double)n + 1.0) *
+			     exp(-((u - um) / BIN_SCALE) / beta);
+			if (pt < p)
+				p = pt;
+		}
+	}
+	if (p > 1.0)
+		p = 1.0;
+	if (p < 1e-300)
+		p = 1e-300;
+	return p;
+}
+
+void cbad_values_calib_add(cbad_values_calib *c, double stat)
+{
+	int b = stat_bin(stat);
+
+	if (c->n == CBAD_CALIB_WINDOW) {
+		tree_add(c, c->ring[c->pos], -1);
+	} else {
+		c->n++;
+	}
+	c->ring[c->pos] = (uint8_t)b;
+	tree_add(c, b, 1);
+	c->pos = (uint16_t)((c->pos + 1) % CBAD_CALIB_WINDOW);
+}
+
+void cbad_values_calib_learn(cbad_values_calib *c, double stat, double p)
+{
+	bool skip = p < CBAD_CALIB_SKIP && c->skipped < CBAD_CALIB_SKIP_BUDGET;
+
+	c->skipped = c->skipped * (1.0f - 1.0f / CBAD_CALIB_SKIP_MEMORY) +
+		     (skip ? 1.0f / CBAD_CALIB_SKIP_MEMORY : 0.0f);
+	if (!skip)
+		cbad_values_calib_add(c, stat);
+}
+
+double cbad_values_calib_quantile(const cbad_values_calib *c, double q)
+{
+	unsigned want, cnt = 0;
+
+	if (c->n == 0)
+		return 0;
+	if (q < 0)
+		q = 0;
+	if (q > 1)
+		q = 1;
+	want = (unsigned)ceil(q * c->n);
+	if (want < 1)
+		want = 1;
+	for (int b = CBAD_CALIB_BINS - 1; b >= 0; b--) {
+		cnt += c->count[b];
+		if (cnt >= want)
+			return expm1(((double)b + 0.5) / BIN_SCALE);
+	}
+	return 0;
+}
+
+void cbad_values_calib_save(const cbad_values_calib *c, cbad_writer *w)
+{
+	cbad_w_u32(w, c->n);
+	cbad_w_u32(w, c->pos);
+	cbad_w_bytes(w, &c->skipped, sizeof(c->skipped));
+	cbad_w_bytes(w, c->ring, CBAD_CALIB_WINDOW);
+}
+
+int cbad_values_calib_load(cbad_values_calib *c, cbad_reader *r)
+{
+	uint32_t n = cbad_r_count(r, CBAD_CALIB_WINDOW);
+	uint32_t pos = cbad_r_count(r, CBAD_CALIB_WINDOW - 1);
+	uint8_t ring[CBAD_CALIB_WINDOW];
+	float skipped;
+
+	cbad_r_bytes(r, &skipped, sizeof(skipped));
+	cbad_r_bytes(r, ring, sizeof(ring));
+	if (!(skipped >= 0 && skipped <= 1))
+		return -EINVAL;
+	if (r->failed)
+		return -EINVAL;
+	if (n < CBAD_CALIB_WINDOW && pos != n)
+		return -EINVAL;
+	cbad_values_calib_init(c);
+	memcpy(c->ring, ring, sizeof(ring));
+	c->n = (uint16_t)n;
+	c->pos = (uint16_t)pos;
+	c->skipped = skipped;
+	for (uint32_t i = 0; i < n; i++) {
+		if (ring[i] >= CBAD_CALIB_BINS)
+			return -EINVAL;
+		tree_add(c, ring[i], 1);
+	}
+	return 0;
+}
+
+/* ---- value model ---- */
+
+void cbad_values_model_init(cbad_values_model *m)
+{
+	memset(m, 0, sizeof(*m));
+}
+
+bool cbad_values_model_ready(const cbad_values_model *m)
+{
+	return m->n >= CBAD_VALUES_MIN_N;
+}
+
+static double model_sigma(const cbad_values_model *m)
+{
+	double s = sqrt((double)m->var);
+	double floor1 = 0.5 * (double)m->res;
+	double floor2 = 1e-9 * (1.0 + fabs(m->mu));
+
+	if (s < floor1)
+		s = floor1;
+	if (s < floor2)
+		s = floor2;
+	return s;
+}
+
+static double fast_rate(const cbad_values_model *m)
+{
+	return 1.0 / (double)(m->n + 1 < MODEL_FAST ? m->n + 1 : MODEL_FAST);
+}
+
+/* The prediction error's sigma, with the same floors as the model's. */
+static double pred_sigma(const cbad_values_model *m)
+{
+	double s = sqrt((double)m->rvar);
+	double floor1 = 0.5 * (double)m->res;
+	double floor2 = 1e-9 * (1.0 + fabs(m->mu));
+
+	if (s < floor1)
+		s = floor1;
+	if (s < floor2)
+		s = floor2;
+	return s;
+}
+
+void cbad_values_model_judge(const cbad_values_model *m, double x, cbad_values_judgement *j)
+{
+	double sig = model_sigma(m);
+	double ps = pred_sigma(m);
+	double af = 1.0 / MODEL_FAST;
+	double fast = m->fast + fast_rate(m) * (x - m->fast);
+
+	j->mean = m->mu;
+	j->sigma = sig;
+	j->fast = fast;
+	j->pred = m->fast;
+	j->pred_sigma = ps;
+	j->z = fabs(x - m->fast) / ps;
+	/* the standard error of an EW mean of rate af over iid values is sigma*sqrt(af/(2-af)) */
+	j->shift = fabs(fast - m->mu) / (sig * sqrt(af / (2.0 - af)));
+	j->run = (m->n > 0 && x == m->last) ? (uint32_t)m->run + 1 : 1;
+}
+
+void cbad_values_model_learn(cbad_values_model *m, double x)
+{
+	double a, r, sig, lim, var;
+
+	if (!isfinite(x))
+		return;
+	if (m->n == 0) {
+		m->mu = m->fast = m->last = x;
+		m->var = 0;
+		m->res = 0;
+		m->rvar = 0;
+		m->run = 1;
+		m->n = 1;
+		return;
+	}
+	if (x != m->last) {
+		float d = (float)fabs(x - m->last);
+
+		if (d > 0 && (m->res == 0 || d < m->res))
+			m->res = d;
+		m->run = 1;
+	} else if (m->run < UINT16_MAX) {
+		m->run++;
+	}
+	a = 1.0 / (double)(m->n + 1 < MODEL_SLOW ? m->n + 1 : MODEL_SLOW);
+	{
+		/* the prediction error, clipped like the residual below */
+		double e = x - m->fast;
+
+		if (m->n >= 8) {
+			lim = MODEL_CLIP * pred_sigma(m);
+			if (e > lim)
+				e = lim;
+			if (e < -lim)
+				e = -lim;
+		}
+		m->rvar = (float)((1.0 - a) * ((double)m->rvar + a * e * e));
+	}
+	m->fast += fast_rate(m) * (x - m->fast);
+	r = x - m->mu;
+	if (m->n >= 8) {
+		sig = model_sigma(m);
+		lim = MODEL_CLIP * sig;
+		if (r > lim)
+			r = lim;
+		if (r < -lim)
+			r = -lim;
+	}
+	m->mu += a * r;
+	var = (1.0 - a) * ((double)m->var + a * r * r);
+	m->var = (float)var;
+	m->last = x;
+	if (m->n < UINT16_MAX)
+		m->n++;
+}
+
+void cbad_values_model_save(const cbad_values_model *m, cbad_writer *w)
+{
+	float f[3] = {m->var, m->res, m->rvar};
+
+	cbad_w_f64(w, m->mu);
+	cbad_w_f64(w, m->fast);
+	cbad_w_f64(w, m->last);
+	cbad_w_bytes(w, f, sizeof(f));
+	cbad_w_u32(w, (uint32_t)m->n | ((uint32_t)m->run << 16));
+}
+
+void cbad_values_model_load(cbad_values_model *m, cbad_reader *r)
+{
+	float f[3];
+	uint32_t nr;
+
+	m->mu = cbad_r_f64(r);
+	m->fast = cbad_r_f64(r);
+	m->last = cbad_r_f64(r);
+	cbad_r_bytes(r, f, sizeof(f));
+	nr = cbad_r_u32(r);
+	m->var = f[0];
+	m->res = f[1];
+	m->rvar = f[2];
+	m->n = (uint16_t)(nr & 0xffff);
+	m->run = (uint16_t)(nr >> 16);
+}
+
+/* ---- runs ---- */
+
+void cbad_values_runs_init(cbad_values_runs *r)
+{
+	memset(r, 0, sizeof(*r));
+}
+
+bool cbad_values_runs_testable(const cbad_values_runs *r)
+{
+	return r->opp1 + r->opp2 >= RUNS_MIN_SEEN &&
+	       (r->rep1 + 0.5) / (r->opp1 + 1.0) < RUNS_MAX_REPEAT;
+}
+
+double cbad_values_runs_p(const cbad_values_runs *r, uint32_t run)
+{
+	double q1, q2;
+
+	if (run < 2)
+		return 1.0;
+	q1 = (r->rep1 + 0.5) / (r->opp1 + 1.0);
+	q2 = (r->rep2 + 0.5) / (r->opp2 + 1.0);
+	return q1 * pow(q2, (double)(run - 2));
+}
+
+void cbad_values_runs_learn(cbad_values_runs *r, uint32_t prev_run, uint32_t run)
+{
+	double rep = run >= 2 ? 1.0 : 0.0;
+
+	/* a run already judged a flatline is not learned as normal, until it has lasted so long
+	 * (RUNS_NEW_NORMAL values) that it is the new normal */
+	if (run >= 3 && run < RUNS_NEW_NORMAL && cbad_values_runs_p(r, run) < CBAD_CALIB_SKIP)
+		return;
+	if (prev_run >= 2) {
+		r->opp2 += 1.0;
+		r->rep2 += rep;
+	} else {
+		r->opp1 += 1.0;
+		r->rep1 += rep;
+	}
+	if (r->opp1 + r->opp2 > RUNS_CAP) {
+		r->opp1 *= 0.5;
+		r->rep1 *= 0.5;
+		r->opp2 *= 0.5;
+		r->rep2 *= 0.5;
+	}
+}
+
+void cbad_values_runs_save(const cbad_values_runs *r, cbad_writer *w)
+{
+	cbad_w_f64(w, r->opp1);
+	cbad_w_f64(w, r->rep1);
+	cbad_w_f64(w, r->opp2);
+	cbad_w_f64(w, r->rep2);
+}
+
+void cbad_values_runs_load(cbad_values_runs *r, cbad_reader *rd)
+{
+	r->opp1 = cbad_r_f64(rd);
+	r->rep1 = cbad_r_f64(rd);
+	r->opp2 = cbad_r_f64(rd);
+	r->rep2 = cbad_r_f64(rd);
+	if (!(r->opp1 >= 0 && r->rep1 >= 0 && r->opp2 >= 0 && r->rep2 >= 0 &&
+	      r->rep1 <= r->opp1 + 1 && r->rep2 <= r->opp2 + 1 && r->opp1 + r->opp2 <= 2 * RUNS_CAP))
+		rd->failed = true;
+}

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_values: robust per-field value models (spike, level shift, flatline) and their calibration (internal to cbad). */
+#ifndef DL_CBAD_VALUES_H
+#define DL_CBAD_VALUES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "services/detector/cbad/cbad_ser.h"
+
+/*
+ * The three building blocks are plain fixed-size structs so that the stream and every entity
+ * can embed them by value (bounded memory, no allocation per event). Their fields are private
+ * to cbad_values.c: use the functions.
+ */
+
+#define CBAD_CALIB_WINDOW 256 /* statistics remembered per calibrator */
+#define CBAD_CALIB_BINS 128   /* histogram bins over log1p(stat), 1/16 wide */
+#define CBAD_CALIB_MIN 64     /* statistics needed before p-values are given */
+#define CBAD_CALIB_TAIL 16    /* beyond the 16th largest, the tail is extrapolated */
+
+/* Conformal calibrator: the p-value of a statistic is its upper rank among the last
+ * CBAD_CALIB_WINDOW statistics of the same kind; past the largest few, an exponential tail
+ * fitted on log1p(stat) of the top CBAD_CALIB_TAIL (a peaks-over-threshold fit) gives p-values
+ * finer than 1/window. 776 bytes. */
+typedef struct cbad_values_calib {
+	uint16_t tree[CBAD_CALIB_BINS + 1]; /* Fenwick tree of bin counts (ranks) */
+	uint16_t count[CBAD_CALIB_BINS];    /* the bin counts themselves (the tail) */
+	uint8_t ring[CBAD_CALIB_WINDOW];    /* bins of the remembered statistics, oldest at pos */
+	uint16_t pos, n;
+	float skipped; /* EW share of statistics not remembered by _learn */
+} cbad_values_calib;
+
+void cbad_values_calib_init(cbad_values_calib *c);
+bool cbad_values_calib_ready(const cbad_values_calib *c);
+/* p-value in (0, 1] of stat >= 0 (larger = stranger). Deterministic. */
+double cbad_values_calib_p(const cbad_values_calib *c, double stat);
+/* Remembers stat (the oldest is forgotten once the window is full). */
+void cbad_values_calib_add(cbad_values_calib *c, double stat);
+/* Remembers stat as a normal one, given its p-value p: a statistic with p below
+ * CBAD_CALIB_SKIP is left out (an anomaly is not the norm it is judged by) unless more than
+ * CBAD_CALIB_SKIP_BUDGET of recent statistics were left out: then what looked strange is the
+ * new normal and is learned, so a calibration can never lock itself on a stale past. */
+#define CBAD_CALIB_SKIP 0.002
+#define CBAD_CALIB_SKIP_BUDGET 0.02
+#define CBAD_CALIB_SKIP_MEMORY 2048 /* statistics the skipped share is averaged over */
+void cbad_values_calib_learn(cbad_values_calib *c, double stat, double p);
+/* The stat at upper quantile q (0..1) of the remembered ones, e.g. q=0.5: the median. */
+double cbad_values_calib_quantile(const cbad_values_calib *c, double q);
+void cbad_values_calib_save(const cbad_values_calib *c, cbad_writer *w);
+/* Returns 0 or -EINVAL (r->failed, or a bin or count out of range). */
+int cbad_values_calib_load(cbad_values_calib *c, cbad_reader *r);
+
+/* Robust exponentially weighted model of one numeric series: a Huber-clipped EW mean and
+ * variance (memory ~128 values), a fast EW mean (~8 values) that predicts the next value, the
+ * EW variance of that prediction's error (spikes are judged against the prediction, so a slow
+ * cycle or autocorrelated noise does not hide them), the last value and its run length for
+ * flatlines. 40 bytes. */
+typedef struct cbad_values_model {
+	double mu, fast, last;
+	float var, res;
+	float rvar; /* EW variance of the one-step prediction error x - fast */
+	uint16_t n; /* saturates at 65535 */
+	uint16_t run;
+} cbad_values_model;
+
+/* What a model says about a value, before learning it. */
+typedef struct cbad_values_judgement {
+	double z;     /* |x - prediction| / sigma of the prediction error */
+	double pred, pred_sigma;
+	double shift; /* |fast mean with x - mean| / its standard error */
+	uint32_t run; /* x equals the previous value run-1 times in a row */
+	double mean, sigma;
+	double fast; /* the fast mean including x */
+} cbad_values_judgement;
+
+#define CBAD_VALUES_MIN_N 16 /* values a model needs before it judges */
+
+void cbad_values_model_init(cbad_values_model *m);
+bool cbad_values_model_ready(const cbad_values_model *m);
+void cbad_values_model_judge(const cbad_values_model *m, double x, cbad_values_judgement *j);
+void cbad_values_model_learn(cbad_values_model *m, double x);
+void cbad_values_model_save(const cbad_values_model *m, cbad_writer *w);
+void cbad_values_model_load(cbad_values_model *m, cbad_reader *r);
+
+/* Run-length statistics of repeated values, a two-state Markov chain (value changed / value
+ * repeated) with decaying counts: P(a run reaches length r) = q1 * q2^(r-2). */
+typedef struct cbad_values_runs {
+	double opp1, rep1; /* after a change: transitions seen, of which repeats */
+	double opp2, rep2; /* after a repeat: transitions seen, of which repeats */
+} cbad_values_runs;
+
+void cbad_values_runs_init(cbad_values_runs *r);
+/* Whether flatlines of this series are worth testing: exact repeats are rare in it (a
+ * continuous-looking value, unlike a status code or a count). */
+bool cbad_values_runs_testable(const cbad_values_runs *r);
+/* p-value of a run of length run (>= 2); 1 for shorter runs. */
+double cbad_values_runs_p(const cbad_values_runs *r, uint32_t run);
+/* Learns one transition: the previous value's run length was prev_run (0 or 1 = it had just
+ * changed), the new one's is run (1 = the value changed, >= 2 = it repeated). */
+void cbad_values_runs_learn(cbad_values_runs *r, uint32_t prev_run, uint32_t run);
+void cbad_values_runs_save(const cbad_values_runs *r, cbad_writer *w);
+void cbad_values_runs_load(cbad_values_runs *r, cbad_reader *r_);
+
+#endif /* DL_CBAD_VALUES_H */

@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* test_cbad_calib: conformal p-values, their calibration on exchangeable data, and state. */
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "services/detector/cbad/cbad_calib.h"
+
+static uint64_t rng = 88172645463325252ull;
+
+static double uniform(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+START_TEST(test_hand_values)
+{
+	cbad_calib *c;
+
+	ck_assert_int_eq(cbad_calib_new(16, 0.5, &c), 0);
+	ck_assert_double_eq(cbad_calib_pvalue(c, 3.0), 1.0);
+	for (int i = 1; i <= 10; i++)
+		cbad_calib_add(c, i);
+	/* (1 + #{>= s}) / (1 + n) */
+	ck_assert_double_eq_tol(cbad_calib_pvalue(c, 5.5), 6.0 / 11, 1e-12);
+	ck_assert_double_eq_tol(cbad_calib_pvalue(c, 10), 2.0 / 11, 1e-12);
+	ck_assert_double_eq_tol(cbad_calib_pvalue(c, 0), 1.0, 1e-12);
+	/* Beyond the largest: 1/11 * exp(-(s - 10)/scale), scale = mean excess of the top 4 over
+	 * the 4th largest = (0+1+2+3)/4 = 1.5. */
+	ck_assert_double_eq_tol(cbad_calib_pvalue(c, 13), exp(-3 / 1.5) / 11, 1e-12);
+	ck_assert_double_lt(cbad_calib_pvalue(c, 20), cbad_calib_pvalue(c, 13));
+	ck_assert_double_eq(cbad_calib_quantile(c, 0.0), 1);
+	ck_assert_double_eq(cbad_calib_quantile(c, 1.0), 10);
+	/* The ring forgets the oldest. */
+	for (int i = 0; i < 16; i++)
+		cbad_calib_add(c, 100);
+	ck_assert_uint_eq(cbad_calib_count(c), 16);
+	ck_assert_double_eq(cbad_calib_quantile(c, 0.0), 100);
+	cbad_calib_free(c);
+}
+END_TEST
+
+START_TEST(test_exchangeable_calibrated)
+{
+	static const double alphas[] = {0.1, 0.05, 0.01};
+	cbad_calib *c;
+	long hits[3] = {0}, n = 0;
+
+	ck_assert_int_eq(cbad_calib_new(1000, 1e-6, &c), 0);
+	for (int i = 0; i < 1000; i++)
+		cbad_calib_add(c, -log(uniform()));
+	for (int i = 0; i < 100000; i++) {
+		double s = -log(uniform()), p = cbad_calib_pvalue(c, s);
+
+		for (int k = 0; k < 3; k++)
+			hits[k] += p < alphas[k];
+		n++;
+		cbad_calib_add(c, s);
+	}
+	for (int k = 0; k < 3; k++) {
+		double share = (double)hits[k] / n;
+
+		ck_assert_msg(fabs(share - alphas[k]) < 0.2 * alphas[k] + 0.001,
+			      "alpha %g: share %g", alphas[k], share);
+	}
+	cbad_calib_free(c);
+}
+END_TEST
+
+START_TEST(test_capped_add)
+{
+	cbad_calib *c;
+
+	ck_assert_int_eq(cbad_calib_new(16, 1.0, &c), 0);
+	for (int i = 1; i <= 10; i++)
+		cbad_calib_add(c, i);
+	/* A clear outlier is remembered as the largest, not as itself. */
+	cbad_calib_add_capped(c, 1000);
+	ck_assert_double_eq(cbad_calib_quantile(c, 1.0), 10);
+	/* A borderline one (within one tail scale) is remembered as is. */
+	cbad_calib_add_capped(c, 10.5);
+	ck_assert_double_eq(cbad_calib_quantile(c, 1.0), 10.5);
+	cbad_calib_free(c);
+}
+END_TEST
+
+START_TEST(test_state_round_trip)
+{
+	cbad_calib *a, *b, *wrong;
+	cbad_writer w = {0};
+	cbad_reader r;
+
+	ck_assert_int_eq(cbad_calib_new(64, 1.0, &a), 0);
+	ck_assert_int_eq(cbad_calib_new(64, 1.0, &b), 0);
+	ck_assert_int_eq(cbad_calib_new(32, 1.0, &wrong), 0);
+	for (int i = 0; i < 100; i++)
+		cbad_calib_add(a, uniform() * 50);
+	cbad_calib_save(a, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_calib_load(b, &r), 0);
+	for (int i = 0; i < 100; i++) {
+		double s = uniform() * 60;
+
+		ck_assert_double_eq(cbad_calib_pvalue(a, s), cbad_calib_pvalue(b, s));
+		cbad_calib_add(a, s);
+		cbad_calib_add(b, s);
+	}
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_calib_load(wrong, &r), -EINVAL);
+	cbad_reader_init(&r, w.buf, w.len / 2);
+	ck_assert_int_eq(cbad_calib_load(b, &r), -EINVAL);
+	cbad_writer_free(&w);
+	cbad_calib_free(a);
+	cbad_calib_free(b);
+	cbad_calib_free(wrong);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *su = suite_create("cbad_calib");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_hand_values);
+	tcase_add_test(tc, test_exchangeable_calibrated);
+	tcase_add_test(tc, test_capped_add);
+	tcase_add_test(tc, test_state_round_trip);
+	suite_add_tcase(su, tc);
+	sr = srunner_create(su);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

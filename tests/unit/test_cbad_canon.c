@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* test_cbad_canon: masking of volatile tokens, template ids and redaction of secrets. */
+#include <check.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad.h"
+#include "services/detector/cbad/cbad_canon.h"
+
+static const char *mask_all(const char *in)
+{
+	static char out[1024];
+	size_t n = cbad_canon_mask(in, strlen(in), CBAD_MASK_ALL, out, sizeof(out) - 1);
+
+	ck_assert_uint_le(n, strlen(in));
+	out[n] = '\0';
+	return out;
+}
+
+static const char *redact(const char *in)
+{
+	static char out[1024];
+
+	cbad_canon_redact(in, strlen(in), out, sizeof(out));
+	return out;
+}
+
+START_TEST(test_mask_kinds)
+{
+	ck_assert_str_eq(mask_all("{\"ts\":\"2024-03-12T13:29:36.085Z\",\"n\":3}"),
+			 "{\"ts\":\"<T>\",\"n\":3}");
+	ck_assert_str_eq(mask_all("at 2024-03-12 13:29:36,123 INFO"), "at <T> INFO");
+	ck_assert_str_eq(mask_all("id=550e8400-e29b-41d4-a716-446655440000 ok"), "id=<U> ok");
+	ck_assert_str_eq(mask_all("f47ac10b-58cc-4372-a567-0e02b2c3d479"), "<U>");
+	ck_assert_str_eq(mask_all("user u086840"), "user u#");
+	ck_assert_str_eq(mask_all("txn tx_32ede808141a0c8c done"), "txn tx_<H> done");
+	ck_assert_str_eq(mask_all("from 62.97.23.98 and 10.0.0.1:8080"), "from <IP> and <IP>");
+	ck_assert_str_eq(mask_all("mail bob.smith@example.com now"), "mail <E> now");
+	ck_assert_str_eq(mask_all("order 4490498 for u_01281 took 33 ms"),
+			 "order # for u_# took 33 ms");
+	/* Small counts and words stay: they carry meaning. */
+	ck_assert_str_eq(mask_all("status 200 retry 3 deadbeef"), "status 200 retry 3 deadbeef");
+	ck_assert_str_eq(mask_all("version 1.2.3"), "version 1.2.3");
+}
+END_TEST
+
+START_TEST(test_mask_bits_respected)
+{
+	char out[128];
+	const char *in = "ip 62.97.23.98 id 4490498";
+	size_t n = cbad_canon_mask(in, strlen(in), 0, out, sizeof(out));
+
+	ck_assert_uint_eq(n, strlen(in));
+	ck_assert_int_eq(memcmp(out, in, n), 0);
+	n = cbad_canon_mask(in, strlen(in), CBAD_MASK_IPS, out, sizeof(out));
+	out[n] = '\0';
+	ck_assert_str_eq(out, "ip <IP> id 4490498");
+	/* A short output buffer truncates without overflowing. */
+	n = cbad_canon_mask(in, strlen(in), CBAD_MASK_ALL, out, 5);
+	ck_assert_uint_le(n, 5);
+}
+END_TEST
+
+START_TEST(test_template_ignores_numbers)
+{
+	const char *a = "GET /orders/12 -> 200 in 33 ms";
+	const char *b = "GET /orders/97 -> 200 in 1045 ms";
+	const char *c = "GET /orders/97 -> ERR in 1045 ms";
+
+	ck_assert_uint_eq(cbad_canon_template(a, strlen(a)), cbad_canon_template(b, strlen(b)));
+	ck_assert_uint_ne(cbad_canon_template(a, strlen(a)), cbad_canon_template(c, strlen(c)));
+	ck_assert_uint_ne(cbad_canon_template("", 0), 0);
+}
+END_TEST
+
+START_TEST(test_redact_secrets)
+{
+	ck_assert_str_eq(redact("login password=hunter2 ok"), "login password=[REDACTED] ok");
+	ck_assert_str_eq(redact("{\"api_key\":\"abc123xyz\"}"), "{\"api_key\":\"[REDACTED]\"}");
+	ck_assert_str_eq(redact("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.abc"),
+			 "Authorization: [REDACTED]");
+	ck_assert_str_eq(redact("use Bearer abcdefgh12345678 now"), "use Bearer [REDACTED] now");
+	ck_assert_str_eq(redact("key AKIAIOSFODNN7EXAMPLE here"), "key [REDACTED] here");
+	ck_assert_str_eq(redact("tok sk-live-4f9a8b7c6d5e4f3a2b1c"), "tok [REDACTED]");
+	ck_assert_str_eq(redact("x aB3dE5gH7jK9mN1pQ3sT5vX7 y"), "x [REDACTED] y");
+	ck_assert_str_eq(redact("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----!"),
+			 "[REDACTED]!");
+}
+END_TEST
+
+START_TEST(test_redact_personal)
+{
+	ck_assert_str_eq(redact("mail bob.smith@example.com now"), "mail [EMAIL] now");
+	/* 4111 1111 1111 1111 passes Luhn; the same with the last digit changed does not. */
+	ck_assert_str_eq(redact("card 4111 1111 1111 1111 ok"), "card [CARD] ok");
+	ck_assert_str_eq(redact("card 4111111111111111"), "card [CARD]");
+	ck_assert_str_eq(redact("ref 4111111111111112"), "ref 4111111111111112");
+	/* IPs and ordinary ids stay: operators need them. */
+	ck_assert_str_eq(redact("from 62.97.23.98 user u_01281 req chatcmpl-6f6ea422b4871346dc07e1fd"),
+			 "from 62.97.23.98 user u_01281 req chatcmpl-6f6ea422b4871346dc07e1fd");
+}
+END_TEST
+
+START_TEST(test_redact_truncates)
+{
+	char out[8];
+	size_t n = cbad_canon_redact("password=hunter2 and more", 25, out, sizeof(out));
+
+	ck_assert_uint_le(n, 7);
+	ck_assert_uint_eq(strlen(out), n);
+	ck_assert_ptr_null(strstr(out, "hunter"));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *su = suite_create("cbad_canon");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, test_mask_kinds);
+	tcase_add_test(tc, test_mask_bits_respected);
+	tcase_add_test(tc, test_template_ignores_numbers);
+	tcase_add_test(tc, test_redact_secrets);
+	tcase_add_test(tc, test_redact_personal);
+	tcase_add_test(tc, test_redact_truncates);
+	suite_add_tcase(su, tc);
+	sr = srunner_create(su);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

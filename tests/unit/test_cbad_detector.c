@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* test_cbad_detector: warm-up, detection with explanation, determinism, state, sensitivity, memory. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad.h"
+#include "services/detector/cbad/cbad_detector_private.h"
+
+static uint64_t rng;
+
+static uint32_t next(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return (uint32_t)(rng >> 32);
+}
+
+/* One ordinary event i of an access log: a few actions, users, ids and durations. */
+static size_t normal_event(char *buf, size_t cap, int i)
+{
+	static const char *const actions[] = {"view", "view", "view", "edit", "login", "logout"};
+	static const char *const paths[] = {"/home", "/cart", "/items/%u", "/search?q=shoes"};
+	char path[64];
+
+	snprintf(path, sizeof(path), paths[next() % 4], next() % 100000);
+	return (size_t)snprintf(buf, cap,
+				"{\"ts\":\"2024-03-12T13:%02d:%02d.%03dZ\",\"user\":\"u%05u\",\"action\":\"%s\","
+				"\"path\":\"%s\",\"status\":%d,\"ms\":%u,\"req\":\"%08x%08x\"}",
+				(i / 60) % 60, i % 60, i % 1000, next() % 300, actions[next() % 6], path,
+				next() % 50 ? 200 : 404, 20 + next() % 30, next(), next());
+}
+
+static const char novel[] =
+	"{\"ts\":\"2024-03-12T14:00:00.000Z\",\"user\":\"u00042\",\"action\":\"export\","
+	"\"path\":\"/admin/../../etc/shadow\",\"status\":500,\"ms\":31,"
+	"\"error\":\"kernel: segfault in libfrobnicate at 0x0 password=hunter2\"}";
+
+static cbad_detector *new_default(double sensitivity)
+{
+	cbad_settings s;
+	cbad_detector *d = NULL;
+	char err[256];
+
+	cbad_settings_default(&s);
+	s.sensitivity = sensitivity;
+	ck_assert_int_eq(cbad_detector_new(&s, &d, err, sizeof(err)), 0);
+	return d;
+}
+
+/* Feeds n events from seed: ordinary ones, and the novel one at every 997th after the
+ * warm-up; results into out when non-NULL. */
+static void run(cbad_detector *d, uint64_t seed, int from, int n, cbad_result *out)
+{
+	char buf[512];
+	cbad_result r;
+
+	rng = seed;
+	for (int i = from; i < from + n; i++) {
+		size_t len;
+
+		if (i % 997 == 996 && i > 1000) {
+			len = strlen(novel);
+			memcpy(buf, novel, len);
+		} else {
+			len = normal_event(buf, sizeof(buf), i);
+		}
+		ck_assert_int_eq(cbad_detector_process(d, buf, len, 1710248400000 + i * 100LL, &r), 0);
+		if (out)
+			out[i - from] = r;
+	}
+}
+
+START_TEST(test_warm_up)
+{
+	cbad_detector *d = new_default(1.0);
+	const cbad_settings *s = cbad_detector_settings(d);
+	cbad_result *r = calloc(s->baseline_events + 10, sizeof(*r));
+	cbad_status st;
+	double last = -1;
+
+	run(d, 1, 0, (int)s->baseline_events + 10, r);
+	for (uint32_t i = 0; i < s->baseline_events; i++) {
+		ck_assert(r[i].calibrating);
+		ck_assert(!r[i].anomaly);
+		ck_assert_double_gt(r[i].progress, last);
+		ck_assert_double_lt(r[i].progress, 1.0);
+		last = r[i].progress;
+	}
+	ck_assert(!r[s->baseline_events].calibrating);
+	ck_assert_double_eq(r[s->baseline_events].progress, 1.0);
+	cbad_detector_status(d, &st);
+	ck_assert(!st.calibrating);
+	ck_assert_uint_eq(st.events_seen, s->baseline_events + 10);
+	free(r);
+	cbad_detector_free(d);
+}
+END_TEST
+
+START_TEST(test_novel_event_explained)
+{
+	cbad_detector *d = new_default(0.5);
+	cbad_result *r = calloc(3000, sizeof(*r));
+	const cbad_result *a = &r[996 * 2 + 1]; /* the novel event at 1993 */
+	int fp = 0, scored = 0;
+
+	run(d, 2, 0, 3000, r);
+	ck_assert(a->anomaly);
+	ck_assert_int_ge(a->severity, CBAD_SEVERITY_LOW);
+	ck_assert_double_lt(a->p_value, cbad_sensitivity_alpha(0.5));
+	ck_assert_double_gt(a->score, 0.99);
+	ck_assert_int_gt((int)strlen(a->summary), 20);
+	ck_assert_int_gt((int)strlen(a->signal), 0);
+	ck_assert_uint_ge(a->nevidence, 1);
+	ck_assert_ptr_null(strstr(a->excerpt, "hunter2"));
+	ck_assert_ptr_nonnull(strstr(a->excerpt, "etc/shadow"));
+	if (a->kind == CBAD_KIND_EVENT) {
+		ck_assert_str_eq(a->signal, "novelty");
+		ck_assert_double_gt(a->value, a->base_high);
+		ck_assert_ptr_nonnull(strstr(a->summary, "bits"));
+	}
+	/* Ordinary events are rarely found novel or drifting (the numeric channels have their
+	 * own suites). */
+	for (int i = 1000; i < 3000; i++)
+		if (i % 997 != 996) {
+			scored++;
+			fp += r[i].anomaly && (r[i].kind == CBAD_KIND_EVENT || r[i].kind == CBAD_KIND_WINDOW);
+		}
+	ck_assert_msg(fp <= scored / 100, "%d false positives in %d", fp, scored);
+	free(r);
+	cbad_detector_free(d);
+}
+END_TEST
+
+START_TEST(test_deterministic)
+{
+	cbad_detector *a = new_default(0.5), *b = new_default(0.5);
+	cbad_result *ra = calloc(2500, sizeof(*ra)), *rb = calloc(2500, sizeof(*rb));
+
+	run(a, 3, 0, 2500, ra);
+	run(b, 3, 0, 2500, rb);
+	ck_assert_int_eq(memcmp(ra, rb, 2500 * sizeof(*ra)), 0);
+	free(ra);
+	free(rb);
+	cbad_detector_free(a);
+	cbad_detector_free(b);
+}
+END_TEST
+
+START_TEST(test_state_round_trip)
+{
+	cbad_detector *a = new_default(0.5), *b = NULL;
+	cbad_result *ra = calloc(1500, sizeof(*ra)), *rb = calloc(1500, sizeof(*rb));
+	void *buf = NULL;
+	size_t len = 0;
+	char err[256];
+	cbad_status sa, sb;
+	uint64_t mid;
+
+	run(a, 4, 0, 2050, NULL); /* mid-hop, mid-window */
+	mid = rng;
+	ck_assert_int_eq(cbad_detector_save(a, &buf, &len, err, sizeof(err)), 0);
+	ck_assert_uint_gt(len, 13);
+	ck_assert_int_eq(cbad_detector_load(buf, len, &b, err, sizeof(err)), 0);
+	cbad_detector_status(a, &sa);
+	cbad_detector_status(b, &sb);
+	ck_assert_uint_eq(sa.events_seen, sb.events_seen);
+	ck_assert_uint_eq(sa.anomalies, sb.anomalies);
+	run(a, mid, 2050, 1500, ra);
+	run(b, mid, 2050, 1500, rb);
+	ck_assert_int_eq(memcmp(ra, rb, 1500 * sizeof(*ra)), 0);
+	/* Corrupt, truncated and unknown-version buffers are refused with a reason. */
+	{
+		unsigned char *c = malloc(len);
+		cbad_detector *x = NULL;
+
+		memcpy(c, buf, len);
+		ck_assert_int_eq(cbad_detector_load(c, len / 2, &x, err, sizeof(err)), -EINVAL);
+		ck_assert_ptr_null(x);
+		c[4] = 99;
+		ck_assert_int_eq(cbad_detector_load(c, len, &x, err, sizeof(err)), -EINVAL);
+		ck_assert_ptr_nonnull(strstr(err, "version"));
+		memcpy(c, buf, len);
+		c[0] = 'X';
+		ck_assert_int_eq(cbad_detector_load(c, len, &x, err, sizeof(err)), -EINVAL);
+		memcpy(c, buf, len);
+		for (size_t i = 13; i < len; i += 7)
+			c[i] ^= 0x5a;
+		ck_assert_int_eq(cbad_detector_load(c, len, &x, err, sizeof(err)), -EINVAL);
+		ck_assert_ptr_null(x);
+		free(c);
+	}
+	free(buf);
+	free(ra);
+	free(rb);
+	cbad_detector_free(a);
+	cbad_detector_free(b);
+}
+END_TEST
+
+START_TEST(test_sensitivity_monotone)
+{
+	static const double sens[] = {0.0, 0.25, 0.5, 0.75, 1.0};
+	cbad_result *r[5];
+	int counts[5] = {0};
+
+	for (int k = 0; k < 5; k++) {
+		cbad_detector *d = new_default(sens[k]);
+
+		r[k] = calloc(3000, sizeof(cbad_result));
+		run(d, 5, 0, 3000, r[k]);
+		cbad_detector_free(d);
+		for (int i = 0; i < 3000; i++)
+			counts[k] += r[k][i].anomaly;
+		if (k > 0) {
+			ck_assert_double_gt(cbad_sensitivity_alpha(sens[k]),
+					    cbad_sensitivity_alpha(sens[k - 1]));
+			ck_assert_int_ge(counts[k], counts[k - 1]);
+			for (int i = 0; i < 3000; i++)
+				ck_assert(!r[k - 1][i].anomaly || r[k][i].anomaly);
+		}
+	}
+	ck_assert_int_gt(counts[4], counts[0]);
+	ck_assert_double_eq_tol(cbad_sensitivity_alpha(0.5), 1e-3, 1e-15);
+	for (int k = 0; k < 5; k++)
+		free(r[k]);
+}
+END_TEST
+
+START_TEST(test_set_sensitivity_and_memory)
+{
+	cbad_detector *d = new_default(0.5);
+	cbad_status st;
+
+	ck_assert_int_eq(cbad_detector_set_sensitivity(d, 1.5), -EINVAL);
+	ck_assert_int_eq(cbad_detector_set_sensitivity(d, 0.9), 0);
+	ck_assert_double_eq(cbad_detector_settings(d)->sensitivity, 0.9);
+	ck_assert_int_eq(cbad_detector_process(d, NULL, 3, 0, &(cbad_result){0}), -EINVAL);
+	cbad_detector_free(d);
+	/* The structure channels (novelty, drift) stay within 256 KiB at the defaults. */
+	{
+		cbad_settings s;
+		char err[256];
+
+		cbad_settings_default(&s);
+		ck_assert_int_eq(cbad_detector_new_channels(&s, CBAD_CHANNEL_DRIFT, &d, err, sizeof(err)), 0);
+		run(d, 6, 0, 3000, NULL);
+		cbad_detector_status(d, &st);
+		ck_assert_uint_gt(st.memory_bytes, 64 * 1024);
+		ck_assert_uint_le(st.memory_bytes, 256 * 1024);
+		cbad_detector_free(d);
+	}
+	cbad_detector_free(NULL);
+}
+END_TEST
+
+START_TEST(test_bad_settings_refused)
+{
+	cbad_settings s;
+	cbad_detector *d = NULL;
+	char err[256] = "";
+
+	cbad_settings_default(&s);
+	s.window_events = 1;
+	ck_assert_int_eq(cbad_detector_new(&s, &d, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(d);
+	ck_assert_ptr_nonnull(strstr(err, "window_events"));
+	ck_assert_str_eq(cbad_kind_name(CBAD_KIND_WINDOW), "window");
+	ck_assert_str_eq(cbad_severity_name(CBAD_SEVERITY_CRITICAL), "critical");
+}
+END_TEST
+
+int main(void)
+{
+	Suite *su = suite_create("cbad_detector");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_warm_up);
+	tcase_add_test(tc, test_novel_event_explained);
+	tcase_add_test(tc, test_deterministic);
+	tcase_add_test(tc, test_state_round_trip);
+	tcase_add_test(tc, test_sensitivity_monotone);
+	tcase_add_test(tc, test_set_sensitivity_and_memory);
+	tcase_add_test(tc, test_bad_settings_refused);
+	suite_add_tcase(su, tc);
+	sr = srunner_create(su);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for cbad_entity: an entity judged against its own history, hours, bounded memory, state. */
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_entity.h"
+#include "services/detector/cbad/cbad_json.h"
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+
+static double u01(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return ((double)(rng >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double gauss(void)
+{
+	return sqrt(-2 * log(u01())) * cos(6.283185307179586 * u01());
+}
+
+static uint64_t key_of(const char *s)
+{
+	return cbad_json_hash(CBAD_JSON_HASH_INIT, s, strlen(s));
+}
+
+static double find(const cbad_entity_signal *s, size_t n, cbad_entity_what w)
+{
+	double p = 1;
+
+	for (size_t i = 0; i < n; i++)
+		if (s[i].what == w && s[i].p_value < p)
+			p = s[i].p_value;
+	return p;
+}
+
+/* Ten hosts, each at its own CPU level (10, 20, ... 100): 95 is normal for the fleet, not for
+ * the host that usually sits at 20. */
+START_TEST(test_own_history)
+{
+	cbad_entity *e;
+	cbad_entity_signal s[32];
+	char name[16];
+	uint64_t t = 0;
+	size_t k;
+	double v[1];
+
+	ck_assert_int_eq(cbad_entity_new(64, 1, &e), 0);
+	for (int round = 0; round < 200; round++)
+		for (int h = 0; h < 10; h++) {
+			snprintf(name, sizeof(name), "web-%d", h);
+			v[0] = 10.0 * (h + 1) + gauss();
+			cbad_entity_observe(e, key_of(name), name, strlen(name), v, -1, false, t++,
+					    true, s, 32);
+		}
+	ck_assert_uint_eq(cbad_entity_count(e), 10);
+	v[0] = 95.0;
+	k = cbad_entity_observe(e, key_of("web-1"), "web-1", 5, v, -1, false, t++, true, s, 32);
+	ck_assert_double_lt(find(s, k, CBAD_ENTITY_SPIKE), 1e-4);
+	ck_assert_str_eq(cbad_entity_last_label(e), "web-1");
+	v[0] = 90.3; /* web-8's own level is 90 */
+	k = cbad_entity_observe(e, key_of("web-8"), "web-8", 5, v, -1, false, t++, true, s, 32);
+	ck_assert_double_gt(find(s, k, CBAD_ENTITY_SPIKE), 0.01);
+	/* a stuck host: its own value repeated */
+	for (int i = 0; i < 8; i++) {
+		v[0] = 33.3;
+		k = cbad_entity_observe(e, key_of("web-2"), "web-2", 5, v, -1, false, t++, true, s,
+					32);
+	}
+	ck_assert_double_lt(find(s, k, CBAD_ENTITY_FLAT), 1e-4);
+	cbad_entity_free(e);
+}
+END_TEST
+
+/* A user who acts 9:00-17:00 for weeks, then at 03:00. */
+START_TEST(test_hours)
+{
+	cbad_entity *e;
+	cbad_entity_signal s[8];
+	uint64_t t = 0;
+	size_t k;
+	double pday = 1, pnight;
+
+	ck_assert_int_eq(cbad_entity_new(64, 0, &e), 0);
+	for (int i = 0; i < 3000; i++) {
+		char name[16];
+		int u = (int)(u01() * 20);
+		int hour = 9 + (int)(u01() * 8);
+
+		if (u >= 15) /* service accounts act around the clock */
+			hour = (int)(u01() * 24);
+		snprintf(name, sizeof(name), "user%d", u);
+		cbad_entity_observe(e, key_of(name), name, strlen(name), NULL, hour, true, t++, true,
+				    s, 8);
+	}
+	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 11, true, t++, false, s, 8);
+	pday = find(s, k, CBAD_ENTITY_HOUR);
+	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 3, true, t++, false, s, 8);
+	pnight = find(s, k, CBAD_ENTITY_HOUR);
+	ck_assert_double_gt(pday, 0.05);
+	ck_assert_double_lt(pnight, 2e-3);
+	/* for a service account, 03:00 is ordinary */
+	k = cbad_entity_observe(e, key_of("user17"), "user17", 6, NULL, 3, true, t++, false, s, 8);
+	ck_assert_double_gt(find(s, k, CBAD_ENTITY_HOUR), 0.01);
+	cbad_entity_free(e);
+}
+END_TEST
+
+/* Entities are bounded: 5000 distinct ones through a table of 64; the recently seen stay. */
+START_TEST(test_bounded)
+{
+	cbad_entity *e;
+	cbad_entity_signal s[8];
+	double v[2] = {1, 2};
+	size_t mem;
+	bool fresh_found = false;
+
+	ck_assert_int_eq(cbad_entity_new(64, 2, &e), 0);
+	for (uint64_t i = 0; i < 5000; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "ip%llu", (unsigned long long)i);
+		cbad_entity_observe(e, key_of(name), name, strlen(name), v, -1, false, i, true, s, 8);
+		/* a regular keeps coming back */
+		cbad_entity_observe(e, key_of("regular"), "regular", 7, v, -1, false, i, true, s, 8);
+	}
+	ck_assert_uint_le(cbad_entity_count(e), 64);
+	mem = cbad_entity_memory(e);
+	ck_assert_uint_le(mem, 64 * (128 + 2 * 40) + 16 * 1024 + 4096);
+	/* the regular was never evicted: its history has all 5000 visits' worth of rate */
+	cbad_entity_observe(e, key_of("regular"), "regular", 7, v, -1, false, 5000, false, s, 8);
+	for (size_t i = 0; i < 8; i++)
+		if (s[i].what == CBAD_ENTITY_RATE)
+			fresh_found = s[i].base_median > 10; /* ~half of every 128 events */
+	ck_assert(fresh_found);
+	cbad_entity_free(e);
+	cbad_entity_free(NULL);
+	ck_assert_int_eq(cbad_entity_new(0, 1, &e), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_state)
+{
+	cbad_entity *a, *b;
+	cbad_entity_signal s1[16], s2[16];
+	cbad_writer w = {0};
+	cbad_reader r;
+	uint64_t t = 0;
+
+	ck_assert_int_eq(cbad_entity_new(32, 1, &a), 0);
+	ck_assert_int_eq(cbad_entity_new(32, 1, &b), 0);
+	for (int i = 0; i < 2000; i++) {
+		char name[8];
+		double v = u01() * 10;
+
+		snprintf(name, sizeof(name), "h%d", i % 7);
+		cbad_entity_observe(a, key_of(name), name, strlen(name), &v, i % 24, true, t++, true,
+				    s1, 16);
+	}
+	cbad_entity_save(a, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_entity_load(b, &r), 0);
+	for (int i = 0; i < 500; i++) {
+		char name[8];
+		double v = u01() * 10;
+		size_t k1, k2;
+
+		snprintf(name, sizeof(name), "h%d", i % 9);
+		k1 = cbad_entity_observe(a, key_of(name), name, strlen(name), &v, i % 24, true, t,
+					 true, s1, 16);
+		k2 = cbad_entity_observe(b, key_of(name), name, strlen(name), &v, i % 24, true, t,
+					 true, s2, 16);
+		t++;
+		ck_assert_uint_eq(k1, k2);
+		ck_assert(memcmp(s1, s2, k1 * sizeof(s1[0])) == 0);
+	}
+	cbad_entity_free(b);
+	ck_assert_int_eq(cbad_entity_new(32, 1, &b), 0);
+	cbad_reader_init(&r, w.buf, w.len - 10);
+	ck_assert_int_eq(cbad_entity_load(b, &r), -EINVAL);
+	cbad_writer_free(&w);
+	cbad_entity_free(a);
+	cbad_entity_free(b);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("cbad_entity");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_own_history);
+	tcase_add_test(tc, test_hours);
+	tcase_add_test(tc, test_bounded);
+	tcase_add_test(tc, test_state);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

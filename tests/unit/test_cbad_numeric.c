@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for cbad_numeric: signals of the three channels, entity heuristic, calibration, determinism, state. */
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_numeric.h"
+
+typedef struct gen {
+	uint64_t s;
+} gen;
+
+static double u01(gen *g)
+{
+	g->s ^= g->s << 13;
+	g->s ^= g->s >> 7;
+	g->s ^= g->s << 17;
+	return ((double)(g->s >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double gauss(gen *g)
+{
+	return sqrt(-2 * log(u01(g))) * cos(6.283185307179586 * u01(g));
+}
+
+/* A host-metrics-like event: 12 hosts at their own levels, a unique request id, a status. */
+static int make_event(gen *g, int i, char *buf, size_t cap, int host, double cpu)
+{
+	return snprintf(buf, cap,
+			"{\"ts\":\"t%d\",\"req\":\"r%08x\",\"host\":\"h%02d\",\"status\":\"%s\","
+			"\"m\":{\"cpu\":%.1f,\"mem\":%.1f}}",
+			i, (unsigned)(u01(g) * 4e9), host, u01(g) < 0.05 ? "fail" : "ok", cpu,
+			50 + 3 * gauss(g));
+}
+
+static cbad_numeric *make(void)
+{
+	cbad_settings s;
+	cbad_numeric *n = NULL;
+	char err[128];
+
+	cbad_settings_default(&s);
+	ck_assert_int_eq(cbad_numeric_new(&s, &n, err, sizeof(err)), 0);
+	return n;
+}
+
+static size_t step(cbad_numeric *n, gen *g, int i, int host, double cpu, cbad_chan_signal *out,
+		   size_t max)
+{
+	char buf[256];
+	int len = make_event(g, i, buf, sizeof(buf), host, cpu);
+	cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
+			     .template_id = 42};
+
+	return cbad_numeric_observe(n, &v, true, out, max);
+}
+
+static double normal_cpu(gen *g, int host)
+{
+	return 10.0 + 6.0 * host + gauss(g);
+}
+
+static const cbad_chan_signal *named(const cbad_chan_signal *s, size_t k, const char *prefix)
+{
+	for (size_t i = 0; i < k; i++)
+		if (!strncmp(s[i].name, prefix, strlen(prefix)))
+			return &s[i];
+	return NULL;
+}
+
+START_TEST(test_heuristic_and_entity_spike)
+{
+	cbad_numeric *n = make();
+	gen g = {0x1234567};
+	cbad_chan_signal s[8];
+	char ef[4][CBAD_FIELD_NAME_MAX];
+	size_t k;
+	int i = 0;
+
+	ck_assert_uint_eq(cbad_numeric_entity_fields(n, ef, 4), 0);
+	for (; i < 4000; i++)
+		step(n, &g, i, i % 12, normal_cpu(&g, i % 12), s, 8);
+	/* host recurs: an entity; req is unique, status has 2 values, ts is unique */
+	ck_assert_uint_eq(cbad_numeric_entity_fields(n, ef, 4), 1);
+	ck_assert_str_eq(ef[0], "host");
+	/* host 1 (usually 16) at 70: ordinary for the fleet (10..76), not for host 1 */
+	k = step(n, &g, i++, 1, 70.0, s, 8);
+	ck_assert_uint_gt(k, 0);
+	ck_assert_int_eq(s[0].kind, CBAD_KIND_ENTITY);
+	ck_assert_str_eq(s[0].name, "entity:host:m.cpu");
+	ck_assert_str_eq(s[0].entity_field, "host");
+	ck_assert_str_eq(s[0].entity_value, "h01");
+	ck_assert_double_lt(s[0].p_value, 1e-3);
+	ck_assert(s[0].base_high < 30 && s[0].base_low > 5);
+	ck_assert_msg(strstr(s[0].detail, "h01") && strstr(s[0].detail, "m.cpu"), "detail: %s",
+		      s[0].detail);
+	for (size_t j = 1; j < k; j++)
+		ck_assert_double_ge(s[j].p_value, s[j - 1].p_value);
+	cbad_numeric_free(n);
+}
+END_TEST
+
+START_TEST(test_value_and_rate)
+{
+	cbad_numeric *n = make();
+	gen g = {0xabcdef};
+	cbad_chan_signal s[16];
+	const cbad_chan_signal *v;
+	double pmin = 1;
+	size_t k;
+	int i = 0;
+
+	for (; i < 3000; i++)
+		step(n, &g, i, i % 12, normal_cpu(&g, i % 12), s, 16);
+	/* a memory spike on the whole stream */
+	{
+		char buf[256];
+		int len = snprintf(buf, sizeof(buf),
+				   "{\"host\":\"h03\",\"status\":\"ok\",\"m\":{\"cpu\":28,\"mem\":400}}");
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len, .ts_ms = 1700001500000LL,
+				      .template_id = 42};
+
+		k = cbad_numeric_observe(n, &ev, false, s, 16);
+		v = named(s, k, "value:m.mem");
+		ck_assert_ptr_nonnull(v);
+		ck_assert_double_lt(v->p_value, 1e-3);
+		ck_assert_int_eq(v->kind, CBAD_KIND_VALUE);
+		ck_assert(v->value == 400.0);
+		ck_assert_double_eq_tol(v->base_median, 50, 3);
+	}
+	/* a burst of failures: most events fail for a while */
+	for (int b = 0; b < 40; b++, i++) {
+		char buf[256];
+		int len = snprintf(buf, sizeof(buf),
+				   "{\"host\":\"h%02d\",\"status\":\"fail\",\"m\":{\"cpu\":%.1f,\"mem\":50}}",
+				   i % 12, normal_cpu(&g, i % 12));
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+				      .ts_ms = 1700000000000LL + i * 500, .template_id = 42};
+
+		k = cbad_numeric_observe(n, &ev, true, s, 16);
+		v = named(s, k, "rate:status=fail");
+		if (v && v->p_value < pmin)
+			pmin = v->p_value;
+	}
+	ck_assert_double_lt(pmin, 1e-4);
+	cbad_numeric_free(n);
+}
+END_TEST
+
+/* On exchangeable normal events, each kind's p-value is calibrated. */
+START_TEST(test_calibration)
+{
+	cbad_numeric *n = make();
+	gen g = {0x5151};
+	cbad_chan_signal s[16];
+	long cnt[8] = {0}, b1[8] = {0}, b2[8] = {0};
+
+	for (int i = 0; i < 30000; i++) {
+		size_t k = step(n, &g, i, (int)(u01(&g) * 12), 0, s, 16);
+		bool seen[8] = {false};
+
+		(void)k;
+		/* the strongest signal of each kind carries the kind's calibrated p-value */
+		for (size_t j = 0; j < k; j++) {
+			int kind = s[j].kind;
+
+			if (seen[kind])
+				continue;
+			seen[kind] = true;
+			if (i < 5000)
+				continue;
+			cnt[kind]++;
+			b1[kind] += s[j].p_value < 0.01;
+			b2[kind] += s[j].p_value < 0.001;
+		}
+	}
+	for (int kind = 0; kind < 8; kind++) {
+		if (cnt[kind] == 0)
+			continue;
+		ck_assert_msg((double)b1[kind] / cnt[kind] < 0.02, "kind %d: P(p<0.01)=%g", kind,
+			      (double)b1[kind] / cnt[kind]);
+		ck_assert_msg((double)b2[kind] / cnt[kind] < 0.003, "kind %d: P(p<0.001)=%g", kind,
+			      (double)b2[kind] / cnt[kind]);
+	}
+	ck_assert_int_gt(cnt[CBAD_KIND_VALUE], 20000);
+	ck_assert_int_gt(cnt[CBAD_KIND_ENTITY], 20000);
+	ck_assert_int_gt(cnt[CBAD_KIND_RATE], 20000);
+	cbad_numeric_free(n);
+}
+END_TEST
+
+START_TEST(test_determinism_and_state)
+{
+	cbad_numeric *a = make(), *b = make(), *c = make();
+	gen g1 = {77}, g2 = {77};
+	cbad_chan_signal s1[8], s2[8], s3[8];
+	cbad_writer w = {0};
+	cbad_reader r;
+
+	/* the same events give identical signals */
+	for (int i = 0; i < 1500; i++) {
+		size_t k1 = step(a, &g1, i, i % 12, 20, s1, 8);
+		size_t k2 = step(b, &g2, i, i % 12, 20, s2, 8);
+
+		ck_assert_uint_eq(k1, k2);
+		ck_assert(memcmp(s1, s2, k1 * sizeof(s1[0])) == 0);
+	}
+	/* a restored copy continues identically */
+	cbad_numeric_save(a, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_numeric_load(c, &r), 0);
+	ck_assert_uint_eq(r.off, w.len);
+	ck_assert_uint_eq(cbad_numeric_memory(a) > 0, 1);
+	for (int i = 1500; i < 2500; i++) {
+		gen g3 = g1;
+		size_t k1 = step(a, &g1, i, i % 12, i == 2000 ? 90 : 20 + i % 3, s1, 8);
+		size_t k3 = step(c, &g3, i, i % 12, i == 2000 ? 90 : 20 + i % 3, s3, 8);
+
+		ck_assert_uint_eq(k1, k3);
+		ck_assert(memcmp(s1, s3, k1 * sizeof(s1[0])) == 0);
+	}
+	/* truncated or corrupt state is refused */
+	cbad_numeric_free(c);
+	c = make();
+	cbad_reader_init(&r, w.buf, w.len / 2);
+	ck_assert_int_eq(cbad_numeric_load(c, &r), -EINVAL);
+	cbad_numeric_free(c);
+	c = make();
+	w.buf[0] ^= 0xff;
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_numeric_load(c, &r), -EINVAL);
+	cbad_writer_free(&w);
+	cbad_numeric_free(a);
+	cbad_numeric_free(b);
+	cbad_numeric_free(c);
+	cbad_numeric_free(NULL);
+}
+END_TEST
+
+START_TEST(test_plain_lines_and_flatline)
+{
+	cbad_numeric *n = make();
+	cbad_chan_signal s[8];
+	const cbad_chan_signal *f = NULL;
+	gen g = {99};
+	size_t k;
+
+	/* plain log lines: no fields, no value signals, no crash */
+	for (int i = 0; i < 300; i++) {
+		const char *line = "GET /index.html 200 12ms";
+		cbad_event_view v = {.raw = line, .len = strlen(line), .ts_ms = i, .template_id = 7};
+
+		k = cbad_numeric_observe(n, &v, true, s, 8);
+		for (size_t j = 0; j < k; j++)
+			ck_assert_int_ne(s[j].kind, CBAD_KIND_VALUE);
+	}
+	cbad_numeric_free(n);
+
+	/* one value stream that gets stuck */
+	n = make();
+	for (int i = 0; i < 2000; i++) {
+		char buf[64];
+		double x = i < 1900 ? 100 + 5 * gauss(&g) : 104.2;
+		int len = snprintf(buf, sizeof(buf), "{\"value\":%.3f}", x);
+		cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = i};
+
+		k = cbad_numeric_observe(n, &v, true, s, 8);
+		if (i == 1915)
+			f = named(s, k, "flatline:value");
+		if (i == 1915)
+			break;
+	}
+	ck_assert_ptr_nonnull(f);
+	ck_assert_double_lt(f->p_value, 1e-3);
+	ck_assert_str_eq(f->field, "value");
+	cbad_numeric_free(n);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("cbad_numeric");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_heuristic_and_entity_spike);
+	tcase_add_test(tc, test_value_and_rate);
+	tcase_add_test(tc, test_calibration);
+	tcase_add_test(tc, test_determinism_and_state);
+	tcase_add_test(tc, test_plain_lines_and_flatline);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

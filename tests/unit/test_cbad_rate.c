@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for cbad_rate: Poisson tails by hand, bursts and drops of a kind, calibration, state. */
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_rate.h"
+
+static uint64_t rng = 0x2545F4914F6CDD1DULL;
+
+static double u01(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return ((double)(rng >> 11) + 0.5) / 9007199254740992.0;
+}
+
+START_TEST(test_poisson_by_hand)
+{
+	/* P(X >= 1 | 1) = 1 - e^-1; P(X >= 3 | 1) = 1 - e^-1 (1 + 1 + 1/2); P(X <= 0 | 2) = e^-2;
+	 * P(X <= 2 | 10) = e^-10 (1 + 10 + 50) */
+	ck_assert_double_eq_tol(cbad_rate_log10_upper(1, 1), log10(1 - exp(-1)), 1e-9);
+	ck_assert_double_eq_tol(cbad_rate_log10_upper(3, 1), log10(1 - exp(-1) * 2.5), 1e-9);
+	ck_assert_double_eq_tol(cbad_rate_log10_lower(0, 2), log10(exp(-2)), 1e-9);
+	ck_assert_double_eq_tol(cbad_rate_log10_lower(2, 10), log10(exp(-10) * 61), 1e-9);
+	/* far tails do not underflow: P(X >= 40 | 0.5) ~ 0.5^40 e^-0.5 / 40! */
+	ck_assert_double_eq_tol(cbad_rate_log10_upper(40, 0.5),
+				(40 * log(0.5) - 0.5 - lgamma(41)) / log(10), 0.01);
+	ck_assert(cbad_rate_log10_upper(0, 1) == 0);
+	ck_assert(cbad_rate_log10_upper(NAN, 1) == 0);
+}
+END_TEST
+
+static void feed(cbad_rate *r, const char *kind, cbad_rate_verdict *b, cbad_rate_verdict *d)
+{
+	cbad_rate_key k = {.key = strlen(kind) * 1000003u + (uint64_t)kind[0], .label = kind,
+			   .label_len = strlen(kind)};
+
+	cbad_rate_observe(r, &k, 1, true, b, d);
+}
+
+START_TEST(test_burst)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double pmin = 1;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	/* "fail" is 3 % of the events, then makes up most of them for a while */
+	for (int i = 0; i < 6000; i++)
+		feed(r, u01() < 0.03 ? "fail" : "ok", &b, &d);
+	ck_assert(b.valid);
+	for (int i = 0; i < 40; i++) {
+		feed(r, u01() < 0.7 ? "fail" : "ok", &b, &d);
+		if (!strcmp(b.label, "fail") && b.p_value < pmin)
+			pmin = b.p_value;
+	}
+	ck_assert_double_lt(pmin, 1e-4);
+	cbad_rate_free(r);
+}
+END_TEST
+
+START_TEST(test_drop)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double pmin = 1;
+	int drops = 0;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 8000; i++)
+		feed(r, u01() < 0.3 ? "login" : "view", &b, &d);
+	/* logins stop */
+	for (int i = 0; i < 3000; i++) {
+		feed(r, "view", &b, &d);
+		if (d.valid && !strcmp(d.label, "login")) {
+			drops++;
+			if (d.p_value < pmin)
+				pmin = d.p_value;
+		}
+	}
+	ck_assert_int_gt(drops, 0);
+	ck_assert_double_lt(pmin, 1e-3);
+	cbad_rate_free(r);
+}
+END_TEST
+
+/* With a stable mix, the burst p-value is calibrated: P(p < a) is not far above a. */
+START_TEST(test_calibrated)
+{
+	static const char *const kinds[] = {"a", "bb", "ccc", "dddd", "eeeee"};
+	static const double share[] = {0.5, 0.3, 0.15, 0.04, 0.01};
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	long n = 0, b2 = 0, b3 = 0;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 60000; i++) {
+		double u = u01(), acc = 0;
+		int k = 0;
+
+		for (; k < 4; k++) {
+			acc += share[k];
+			if (u < acc)
+				break;
+		}
+		feed(r, kinds[k], &b, &d);
+		if (b.valid) {
+			n++;
+			b2 += b.p_value < 0.01;
+			b3 += b.p_value < 0.001;
+		}
+	}
+	ck_assert_double_le((double)b2 / n, 0.02);
+	ck_assert_double_le((double)b3 / n, 0.003);
+	cbad_rate_free(r);
+}
+END_TEST
+
+START_TEST(test_state)
+{
+	cbad_rate *r, *r2;
+	cbad_rate_verdict b, d, b2, d2;
+	cbad_writer w = {0};
+	cbad_reader rd;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	ck_assert_int_eq(cbad_rate_new(&r2), 0);
+	for (int i = 0; i < 3000; i++)
+		feed(r, u01() < 0.1 ? "x" : "y", &b, &d);
+	cbad_rate_save(r, &w);
+	cbad_reader_init(&rd, w.buf, w.len);
+	ck_assert_int_eq(cbad_rate_load(r2, &rd), 0);
+	for (int i = 0; i < 2000; i++) {
+		const char *k = u01() < 0.2 ? "x" : "y";
+
+		feed(r, k, &b, &d);
+		feed(r2, k, &b2, &d2);
+		ck_assert(memcmp(&b, &b2, sizeof(b)) == 0);
+		ck_assert(memcmp(&d, &d2, sizeof(d)) == 0);
+	}
+	cbad_reader_init(&rd, w.buf, w.len / 2);
+	ck_assert_int_eq(cbad_rate_load(r2, &rd), -EINVAL);
+	cbad_writer_free(&w);
+	cbad_rate_free(r);
+	cbad_rate_free(r2);
+	cbad_rate_free(NULL);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("cbad_rate");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_poisson_by_hand);
+	tcase_add_test(tc, test_burst);
+	tcase_add_test(tc, test_drop);
+	tcase_add_test(tc, test_calibrated);
+	tcase_add_test(tc, test_state);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for cbad_values: conformal calibration, the robust value model, flatline runs, state. */
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_values.h"
+
+static uint64_t rng = 88172645463325252ULL;
+
+static double u01(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return ((double)(rng >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double gauss(void)
+{
+	return sqrt(-2 * log(u01())) * cos(6.283185307179586 * u01());
+}
+
+START_TEST(test_calib_by_hand)
+{
+	cbad_values_calib c;
+
+	cbad_values_calib_init(&c);
+	ck_assert(!cbad_values_calib_ready(&c));
+	ck_assert(cbad_values_calib_p(&c, 5.0) == 1.0);
+	/* 100 statistics equal to 1.0 (one bin): a 0 is below all of them, p = 1 */
+	for (int i = 0; i < 100; i++)
+		cbad_values_calib_add(&c, 1.0);
+	ck_assert(cbad_values_calib_ready(&c));
+	ck_assert(cbad_values_calib_p(&c, 0.0) == 1.0);
+	/* above a history that sits in one bin, only the rank counts: p = (0 + 1) / 101 */
+	ck_assert_double_eq_tol(cbad_values_calib_p(&c, 3.0), 1.0 / 101.0, 1e-12);
+	/* with 10 of them at 2.0 the tail has a shape: threshold = lower edge of the bin of 1.0
+	 * (where the 16th largest is, all 110 at or above it), mean excess over it in log1p
+	 * units (10 * 6.5 + 100 * 0.5 bins) / 16 / 110 with the prior 0.5 worth 2, floored at 0.15:
+	 * p = 111/111 * exp(-(log1p(5) - edge) / beta) */
+	for (int i = 0; i < 10; i++)
+		cbad_values_calib_add(&c, 2.0);
+	{
+		double edge = floor(log1p(1.0) * 16) / 16;
+		double beta = ((10 * 6.5 + 100 * 0.5) / 16 + 1.0) / 112;
+		double expect;
+
+		if (beta < 0.15)
+			beta = 0.15;
+		expect = 111.0 / 111.0 * exp(-(log1p(5.0) - edge) / beta);
+		ck_assert_double_eq_tol(cbad_values_calib_p(&c, 5.0), expect, expect * 1e-9);
+		ck_assert_double_lt(expect, 1.0 / 111.0);
+	}
+	/* the window forgets: 256 zeros later, 1.0 is above everything */
+	for (int i = 0; i < CBAD_CALIB_WINDOW; i++)
+		cbad_values_calib_add(&c, 0.0);
+	ck_assert_int_eq(c.n, CBAD_CALIB_WINDOW);
+	ck_assert_double_le(cbad_values_calib_p(&c, 1.0), 1.0 / 257.0);
+	ck_assert_double_eq_tol(cbad_values_calib_quantile(&c, 0.5), 0.0, 0.05);
+}
+END_TEST
+
+/* On exchangeable statistics, P(p < a) stays close to a (and not far above it). */
+START_TEST(test_calib_exchangeable)
+{
+	for (int dist = 0; dist < 2; dist++) {
+		cbad_values_calib c;
+		long n = 0, b1 = 0, b2 = 0, b3 = 0;
+
+		cbad_values_calib_init(&c);
+		for (long i = 0; i < 200000; i++) {
+			double x = dist == 0 ? fabs(gauss()) : -log(u01());
+
+			if (cbad_values_calib_ready(&c)) {
+				double p = cbad_values_calib_p(&c, x);
+
+				n++;
+				b1 += p < 0.1;
+				b2 += p < 0.01;
+				b3 += p < 0.001;
+			}
+			cbad_values_calib_add(&c, x);
+		}
+		ck_assert_double_eq_tol((double)b1 / n, 0.1, 0.01);
+		ck_assert_double_eq_tol((double)b2 / n, 0.01, 0.004);
+		ck_assert_double_le((double)b3 / n, 0.0015);
+	}
+}
+END_TEST
+
+START_TEST(test_calib_learn_budget)
+{
+	cbad_values_calib c;
+
+	cbad_values_calib_init(&c);
+	for (int i = 0; i < 200; i++)
+		cbad_values_calib_add(&c, u01());
+	/* a rare anomaly is not remembered */
+	cbad_values_calib_learn(&c, 50.0, 1e-6);
+	ck_assert_int_eq(c.n, 200);
+	/* a lasting change is: past the skip budget, strange statistics are learned */
+	for (int i = 0; i < 100; i++)
+		cbad_values_calib_learn(&c, 50.0, 1e-6);
+	ck_assert_int_gt(c.n, 250);
+}
+END_TEST
+
+START_TEST(test_model_spike_and_shift)
+{
+	cbad_values_model m;
+	cbad_values_judgement j;
+
+	cbad_values_model_init(&m);
+	ck_assert(!cbad_values_model_ready(&m));
+	for (int i = 0; i < 500; i++)
+		cbad_values_model_learn(&m, 20.0 + gauss());
+	ck_assert(cbad_values_model_ready(&m));
+	cbad_values_model_judge(&m, 20.5, &j);
+	ck_assert_double_lt(j.z, 3.0);
+	ck_assert_double_eq_tol(j.mean, 20.0, 0.3);
+	ck_assert_double_eq_tol(j.sigma, 1.0, 0.25);
+	cbad_values_model_judge(&m, 40.0, &j);
+	ck_assert_double_gt(j.z, 12.0);
+	/* one spike barely moves the model (Huber clipping) */
+	cbad_values_model_learn(&m, 1000.0);
+	cbad_values_model_judge(&m, 20.0, &j);
+	ck_assert_double_eq_tol(j.mean, 20.0, 0.5);
+	/* a lasting step: the fast mean moves away from the slow one */
+	for (int i = 0; i < 6; i++)
+		cbad_values_model_learn(&m, 26.0 + gauss() * 0.1);
+	cbad_values_model_judge(&m, 26.0, &j);
+	ck_assert_double_gt(j.shift, 10.0);
+}
+END_TEST
+
+START_TEST(test_runs)
+{
+	cbad_values_model m;
+	cbad_values_runs r;
+	cbad_values_judgement j;
+	double x = 0;
+
+	cbad_values_model_init(&m);
+	cbad_values_runs_init(&r);
+	for (int i = 0; i < 2000; i++) {
+		uint32_t prev = m.n ? m.run : 0;
+
+		x = (i % 50 == 0) ? x : gauss(); /* a repeat now and then */
+		cbad_values_model_judge(&m, x, &j);
+		if (m.n)
+			cbad_values_runs_learn(&r, prev, j.run);
+		cbad_values_model_learn(&m, x);
+	}
+	ck_assert(cbad_values_runs_p(&r, 1) == 1.0);
+	ck_assert_double_lt(cbad_values_runs_p(&r, 2), 0.05);
+	ck_assert_double_lt(cbad_values_runs_p(&r, 5), cbad_values_runs_p(&r, 4));
+	ck_assert_double_lt(cbad_values_runs_p(&r, 6), 1e-6);
+	/* judged runs count repeats */
+	for (int i = 0; i < 4; i++)
+		cbad_values_model_learn(&m, 7.0);
+	cbad_values_model_judge(&m, 7.0, &j);
+	ck_assert_uint_eq(j.run, 5);
+}
+END_TEST
+
+START_TEST(test_state)
+{
+	cbad_values_calib c, c2;
+	cbad_values_model m, m2;
+	cbad_writer w = {0};
+	cbad_reader r;
+
+	cbad_values_calib_init(&c);
+	cbad_values_model_init(&m);
+	for (int i = 0; i < 300; i++) {
+		cbad_values_calib_add(&c, u01() * 3);
+		cbad_values_model_learn(&m, gauss());
+	}
+	cbad_values_calib_save(&c, &w);
+	cbad_values_model_save(&m, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_values_calib_load(&c2, &r), 0);
+	cbad_values_model_load(&m2, &r);
+	ck_assert(!r.failed);
+	ck_assert(memcmp(&m, &m2, sizeof(m)) == 0);
+	for (double s = 0; s < 10; s += 0.37)
+		ck_assert(cbad_values_calib_p(&c, s) == cbad_values_calib_p(&c2, s));
+	/* a corrupt bin or a truncated buffer is refused */
+	w.buf[8 + 4 + 3] = (uint8_t)200;
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_values_calib_load(&c2, &r), -EINVAL);
+	cbad_reader_init(&r, w.buf, 100);
+	ck_assert_int_eq(cbad_values_calib_load(&c2, &r), -EINVAL);
+	cbad_writer_free(&w);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("cbad_values");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_calib_by_hand);
+	tcase_add_test(tc, test_calib_exchangeable);
+	tcase_add_test(tc, test_calib_learn_budget);
+	tcase_add_test(tc, test_model_spike_and_shift);
+	tcase_add_test(tc, test_runs);
+	tcase_add_test(tc, test_state);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
