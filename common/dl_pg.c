@@ -430,7 +430,7 @@ int dl_pg_exec(dl_pg *pg, const char *name, int nparams, const char *const *valu
                PGresult **ret, char *errbuf, size_t errlen)
 {
     struct dl_pg_stmt *s = name != NULL ? dl_pg_find(pg, name) : NULL;
-    PGresult *res;
+    PGresult *res = NULL;
     int r;
 
     if (s == NULL) {

@@ -109,7 +109,7 @@ int dl_time_check_ms(int64_t ms, char *errbuf, size_t errlen)
 int dl_time_parse_rfc3339(const char *s, size_t len, int64_t *ret_ms, char *errbuf, size_t errlen)
 {
 	static const char syntax[] = "not an RFC 3339 timestamp (YYYY-MM-DDTHH:MM:SS[.sss](Z|+hh:mm))";
-	unsigned year, mon, day, hour, min, sec, oh = 0, om = 0, frac = 0, scale = 100;
+	unsigned year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0, oh = 0, om = 0, frac = 0, scale = 100;
 	size_t pos = 0;
 	int64_t ms;
 	int sign = 0;

@@ -37,32 +37,14 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 log "unit suites (sanitized)"
 meson test -C "$build_asan" --suite unit --print-errorlogs -v || status=1
 
-if [ -f "$root/tests/fuzz/meson.build" ]; then
-	build_fuzz=${DRIFTLOCK_TEST_BUILD_FUZZ:-$root/build/test-fuzz}
-	fuzz_seconds=${DRIFTLOCK_FUZZ_SECONDS:-20}
-	log "libFuzzer targets, ${fuzz_seconds} s each (clang, ASan+UBSan) in $build_fuzz"
-	if [ ! -f "$build_fuzz/build.ninja" ]; then
-		CC=clang meson setup "$build_fuzz" -Dfuzz=true -Dtests=enabled \
-			-Db_sanitize=address,undefined -Db_lundef=false
-	fi
-	meson compile -C "$build_fuzz"
-	for target in "$build_fuzz"/tests/fuzz/fuzz_*; do
-		[ -x "$target" ] && [ -f "$target" ] || continue
-		name=$(basename "$target")
-		corpus="$build_fuzz/corpus-$name"
-		mkdir -p "$corpus"
-		seeds=()
-		[ -d "$root/tests/fuzz/corpus/$name" ] && seeds=("$root/tests/fuzz/corpus/$name")
-		if "$target" -max_total_time="$fuzz_seconds" -print_final_stats=1 \
-			"$corpus" "${seeds[@]}" >"$build_fuzz/$name.log" 2>&1; then
-			echo "fuzz: $name ran ${fuzz_seconds} s: $(grep -E 'stat::number_of_executed_units' "$build_fuzz/$name.log" | awk '{print $2}') inputs, no crash"
-		else
-			echo "fuzz: $name FAILED; last lines of $build_fuzz/$name.log:"
-			tail -n 40 "$build_fuzz/$name.log"
-			status=1
-		fi
-	done
+build_fuzz=${DRIFTLOCK_TEST_BUILD_FUZZ:-$root/build/test-fuzz}
+log "libFuzzer targets, briefly (clang, ASan+UBSan) in $build_fuzz"
+if [ ! -f "$build_fuzz/build.ninja" ]; then
+	CC=clang meson setup "$build_fuzz" -Dfuzz=true -Dtests=enabled \
+		-Db_sanitize=address,undefined -Db_lundef=false
 fi
+meson compile -C "$build_fuzz"
+meson test -C "$build_fuzz" --suite fuzz --print-errorlogs || status=1
 
 log "starting a private stack in $run_dir"
 "$root/infra/stack.sh" start --run-dir "$run_dir"
@@ -82,7 +64,8 @@ trap - EXIT
 stop_stack
 
 log "summary"
-python3 - "$build_asan/meson-logs/testlog.json" "$build_main/meson-logs/testlog.json" <<'PY'
+python3 - "$build_asan/meson-logs/testlog.json" "$build_fuzz/meson-logs/testlog.json" \
+	"$build_main/meson-logs/testlog.json" <<'PY'
 import json, sys
 passed = failed = skipped = 0
 for path in sys.argv[1:]:

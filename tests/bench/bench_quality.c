@@ -389,7 +389,8 @@ static void usage(FILE *f)
 		"  --sensitivity X     0..1 (default: the engine's default)\n"
 		"  --settings JSON     settings applied on top of the defaults (tuning only)\n"
 		"  --stream NAME       only this stream\n"
-		"  --streams-dir DIR   default $DRIFTLOCK_DATASETS/streams (/work/shared/datasets)\n"
+		"  --streams-dir DIR   default $DRIFTLOCK_DATASETS/streams (default: ../shared/datasets\n"
+		"                      beside the source tree)\n"
 		"  --nab-dir DIR       default $DRIFTLOCK_DATASETS/nab\n"
 		"  --no-streams        skip the streams\n"
 		"  --no-nab            skip NAB\n"
@@ -424,8 +425,9 @@ int main(int argc, char **argv)
 	memset(&o, 0, sizeof(o));
 	cbad_settings_default(&def);
 	o.sensitivity = def.sensitivity;
+	/* The datasets live in shared/, beside the repository (as on CI). */
 	if (!root || !*root)
-		root = "/work/shared/datasets";
+		root = DRIFTLOCK_SOURCE_ROOT "/../shared/datasets";
 	snprintf(o.streams_dir, sizeof(o.streams_dir), "%s/streams", root);
 	snprintf(o.nab_dir, sizeof(o.nab_dir), "%s/nab", root);
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {

@@ -2,13 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 # Runs the CBAD benchmarks (throughput, latency, memory, detection quality) and writes docs/benchmarks.md.
 #
-# usage: tests/bench/run.sh [BUILD_DIR]     (default build-bench, set up as a release build)
-# env:   DRIFTLOCK_DATASETS (default /work/shared/datasets), REPEAT (default 5)
+# usage: tests/bench/run.sh [BUILD_DIR]     (default build/bench, set up as a release build)
+# env:   DRIFTLOCK_DATASETS (default ../shared/datasets beside the repository), REPEAT (default 5)
 set -eu
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-BUILD=${1:-"$SRC/build-bench"}
-DATASETS=${DRIFTLOCK_DATASETS:-/work/shared/datasets}
+BUILD=${1:-"$SRC/build/bench"}
+DATASETS=${DRIFTLOCK_DATASETS:-$(cd "$SRC/../shared/datasets" && pwd)}
 REPEAT=${REPEAT:-5}
 OUT="$SRC/docs/benchmarks.md"
 export DRIFTLOCK_DATASETS="$DATASETS"

@@ -43,6 +43,32 @@ START_TEST(test_mask_kinds)
 }
 END_TEST
 
+START_TEST(test_mask_json_numbers)
+{
+	/* In JSON, measurements (a fraction, an exponent, or 4+ digits) outside strings become
+	 * "#"; small integers stay, and numbers inside strings follow the text rules. */
+	ck_assert_str_eq(mask_all("{\"value\":23.5}"), "{\"value\":#}");
+	ck_assert_str_eq(mask_all("{\"a\": -0.1e5, \"b\":[1.5,2], \"s\":200}"),
+			 "{\"a\": #, \"b\":[#,2], \"s\":200}");
+	ck_assert_str_eq(mask_all("{\"m\":\"took 1.5 s\",\"n\":1.5}"),
+			 "{\"m\":\"took 1.5 s\",\"n\":#}");
+	/* An escaped quote does not end a string. */
+	ck_assert_str_eq(mask_all("{\"m\":\"a\\\" 2.5\",\"n\":2.5}"),
+			 "{\"m\":\"a\\\" 2.5\",\"n\":#}");
+	/* A plain line is text, not JSON; without CBAD_MASK_NUMBERS nothing is masked. */
+	ck_assert_str_eq(mask_all("took 23.5 ms"), "took 23.5 ms");
+	{
+		char out[64];
+		const char *in = "{\"value\":23.5}";
+		size_t n = cbad_canon_mask(in, strlen(in), CBAD_MASK_ALL & ~CBAD_MASK_NUMBERS, out,
+					   sizeof(out) - 1);
+
+		out[n] = '\0';
+		ck_assert_str_eq(out, in);
+	}
+}
+END_TEST
+
 START_TEST(test_mask_bits_respected)
 {
 	char out[128];
@@ -119,6 +145,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, test_mask_kinds);
+	tcase_add_test(tc, test_mask_json_numbers);
 	tcase_add_test(tc, test_mask_bits_respected);
 	tcase_add_test(tc, test_template_ignores_numbers);
 	tcase_add_test(tc, test_redact_secrets);

@@ -2,6 +2,7 @@
 /* test_cbad_detector: warm-up, detection with explanation, determinism, state, sensitivity, memory. */
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,7 +112,9 @@ START_TEST(test_novel_event_explained)
 	ck_assert(a->anomaly);
 	ck_assert_int_ge(a->severity, CBAD_SEVERITY_LOW);
 	ck_assert_double_lt(a->p_value, cbad_sensitivity_alpha(0.5));
-	ck_assert_double_gt(a->score, 0.99);
+	/* The score of the default alpha (1e-3) is 0.5; a strong anomaly is well above it. */
+	ck_assert_double_gt(a->score, 0.5);
+	ck_assert_double_lt(a->score, 1.0);
 	ck_assert_int_gt((int)strlen(a->summary), 20);
 	ck_assert_int_gt((int)strlen(a->signal), 0);
 	ck_assert_uint_ge(a->nevidence, 1);
@@ -130,6 +133,47 @@ START_TEST(test_novel_event_explained)
 			fp += r[i].anomaly && (r[i].kind == CBAD_KIND_EVENT || r[i].kind == CBAD_KIND_WINDOW);
 		}
 	ck_assert_msg(fp <= scored / 100, "%d false positives in %d", fp, scored);
+	free(r);
+	cbad_detector_free(d);
+}
+END_TEST
+
+/* The score is a monotone function of the combined p-value that does not saturate, and it
+ * agrees with the decision: every anomaly scores above every non-anomaly; warm-up scores 0. */
+START_TEST(test_score_consistent)
+{
+	cbad_detector *d = new_default(0.5);
+	cbad_result *r = calloc(3000, sizeof(*r));
+	double min_anom = 2, max_norm = -1;
+	int anomalies = 0;
+
+	run(d, 3, 0, 3000, r);
+	for (int i = 0; i < 3000; i++) {
+		ck_assert(r[i].score >= 0.0 && r[i].score < 1.0);
+		if (r[i].calibrating) {
+			ck_assert_double_eq(r[i].score, 0.0);
+			continue;
+		}
+		if (r[i].anomaly) {
+			anomalies++;
+			min_anom = fmin(min_anom, r[i].score);
+		} else {
+			max_norm = fmax(max_norm, r[i].score);
+		}
+		for (int j = 1000; j < i; j++) {
+			if (r[j].calibrating)
+				continue;
+			/* Non-strict: p-values a few ulps apart may round to one score. */
+			if (r[j].p_value < r[i].p_value)
+				ck_assert_double_ge(r[j].score, r[i].score);
+			else if (r[j].p_value > r[i].p_value)
+				ck_assert_double_le(r[j].score, r[i].score);
+			else
+				ck_assert_double_eq(r[j].score, r[i].score);
+		}
+	}
+	ck_assert_int_gt(anomalies, 0);
+	ck_assert_double_gt(min_anom, max_norm);
 	free(r);
 	cbad_detector_free(d);
 }
@@ -283,6 +327,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_warm_up);
 	tcase_add_test(tc, test_novel_event_explained);
+	tcase_add_test(tc, test_score_consistent);
 	tcase_add_test(tc, test_deterministic);
 	tcase_add_test(tc, test_state_round_trip);
 	tcase_add_test(tc, test_sensitivity_monotone);

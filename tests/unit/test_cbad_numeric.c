@@ -150,6 +150,128 @@ START_TEST(test_value_and_rate)
 }
 END_TEST
 
+/* A value of an identifier field (many values that recur, not an entity field) that suddenly
+ * sends many events is a burst: "user=u999 occurred 20 times in the last 33 events". */
+START_TEST(test_id_burst)
+{
+	cbad_numeric *n = make();
+	gen g = {0x5eed};
+	cbad_chan_signal s[16];
+	double pmin = 1, pnormal = 1;
+	char buf[256];
+	int i = 0;
+
+	for (; i < 4000; i++) {
+		int len = snprintf(buf, sizeof(buf),
+				   "{\"host\":\"h%02d\",\"user\":\"u%03d\",\"op\":\"%s\",\"id\":\"r%08x\"}",
+				   i % 12, (int)(u01(&g) * 400), u01(&g) < 0.5 ? "read" : "write",
+				   (unsigned)(u01(&g) * 4e9));
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+				      .ts_ms = 1700000000000LL + i * 500, .template_id = 42};
+		size_t k = cbad_numeric_observe(n, &ev, true, s, 16);
+		const cbad_chan_signal *v = named(s, k, "rate:user=");
+
+		if (i > 3000 && v && v->p_value < pnormal)
+			pnormal = v->p_value;
+	}
+	/* one user among 400: ~0.08 of 32 events usually; 1/3000 of normal events may reach 1e-3 */
+	ck_assert_double_gt(pnormal, 1e-4);
+	for (int b = 0; b < 40; b++, i++) {
+		int len = snprintf(buf, sizeof(buf),
+				   "{\"host\":\"h%02d\",\"user\":\"%s\",\"op\":\"read\",\"id\":\"r%08x\"}",
+				   i % 12, b % 2 ? "u999" : "u001", (unsigned)(u01(&g) * 4e9));
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+				      .ts_ms = 1700000000000LL + i * 500, .template_id = 42};
+		size_t k = cbad_numeric_observe(n, &ev, true, s, 16);
+
+		for (size_t j = 0; j < k; j++)
+			if (!strncmp(s[j].name, "rate:user=u999", 14) && s[j].p_value < pmin) {
+				pmin = s[j].p_value;
+				ck_assert_int_eq(s[j].kind, CBAD_KIND_RATE);
+				ck_assert_str_eq(s[j].field, "user");
+			}
+	}
+	/* below the default alpha, after the rate kind's own calibration */
+	ck_assert_double_lt(pmin, 1e-3);
+	ck_assert_double_lt(pmin, pnormal);
+	cbad_numeric_free(n);
+}
+END_TEST
+
+/* An event of users paying with their own card (each user has one or two). */
+static size_t who_step(cbad_numeric *n, gen *g, int i, const char *user, unsigned card,
+		       cbad_chan_signal *s, size_t max)
+{
+	char buf[256];
+	int len = snprintf(buf, sizeof(buf),
+			   "{\"host\":\"h%02d\",\"user\":\"%s\",\"card\":\"c%05u\",\"id\":\"r%08x\"}",
+			   i % 12, user, card, (unsigned)(u01(g) * 4e9));
+	cbad_event_view ev = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
+			      .template_id = 42};
+
+	return cbad_numeric_observe(n, &ev, true, s, max);
+}
+
+/* A user that comes with a new card on every event (card testing) is found by the distinct
+ * partner test, and a restored copy continues identically, partner tables included. */
+START_TEST(test_who_and_state)
+{
+	cbad_numeric *a = make(), *c = make();
+	gen g = {0xc0ffee};
+	cbad_chan_signal s1[16], s3[16];
+	cbad_writer w = {0};
+	cbad_reader r;
+	double pnormal = 1, pmin = 1;
+	int i = 0;
+
+	for (; i < 5000; i++) {
+		char user[16];
+		int u = (int)(u01(&g) * 300);
+		size_t k;
+		const cbad_chan_signal *v;
+
+		snprintf(user, sizeof(user), "u%03d", u);
+		k = who_step(a, &g, i, user, (unsigned)(u * 7 + (u01(&g) < 0.3 ? 1 : 0)), s1, 16);
+		v = named(s1, k, "distinct:user:card");
+		if (i > 3000 && v && v->p_value < pnormal)
+			pnormal = v->p_value;
+	}
+	ck_assert_double_gt(pnormal, 1e-4);
+	cbad_numeric_save(a, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_numeric_load(c, &r), 0);
+	ck_assert_uint_eq(r.off, w.len);
+	for (int b = 0; b < 60; b++, i++) {
+		gen g3 = g;
+		bool tester = b % 3 == 0;
+		char user[16];
+		int u = (int)(u01(&g3) * 300);
+		size_t k1, k3;
+
+		snprintf(user, sizeof(user), tester ? "u999" : "u%03d", u);
+		g = g3;
+		k1 = who_step(a, &g, i, user, tester ? 90000u + (unsigned)b : (unsigned)u * 7, s1, 16);
+		k3 = who_step(c, &g3, i, user, tester ? 90000u + (unsigned)b : (unsigned)u * 7, s3, 16);
+		ck_assert_uint_eq(k1, k3);
+		ck_assert(memcmp(s1, s3, k1 * sizeof(s1[0])) == 0);
+		for (size_t j = 0; j < k1; j++)
+			if (!strcmp(s1[j].name, "distinct:user:card") && s1[j].p_value < pmin) {
+				pmin = s1[j].p_value;
+				ck_assert_int_eq(s1[j].kind, CBAD_KIND_RATE);
+				ck_assert_str_eq(s1[j].entity_value, "u999");
+				ck_assert_str_eq(s1[j].field, "card");
+			}
+	}
+	/* below the default alpha; the kind's own calibration over ~4096 events bounds it */
+	ck_assert_double_lt(pmin, 1e-3);
+	ck_assert_double_lt(pmin * 100, pnormal);
+	cbad_writer_free(&w);
+	cbad_numeric_free(a);
+	cbad_numeric_free(c);
+}
+END_TEST
+
 /* On exchangeable normal events, each kind's p-value is calibrated. */
 START_TEST(test_calibration)
 {
@@ -289,6 +411,8 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_heuristic_and_entity_spike);
 	tcase_add_test(tc, test_value_and_rate);
+	tcase_add_test(tc, test_id_burst);
+	tcase_add_test(tc, test_who_and_state);
 	tcase_add_test(tc, test_calibration);
 	tcase_add_test(tc, test_determinism_and_state);
 	tcase_add_test(tc, test_plain_lines_and_flatline);

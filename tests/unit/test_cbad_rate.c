@@ -63,6 +63,31 @@ START_TEST(test_burst)
 }
 END_TEST
 
+/* Events that are judged but not learned (the detector found them strange) still count in the
+ * windows: a burst made only of such events is found, while the calibration is not taught. */
+START_TEST(test_burst_unlearned)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double pmin = 1;
+	cbad_rate_key k = {.key = 777, .label = "fail", .label_len = 4};
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 6000; i++)
+		feed(r, u01() < 0.03 ? "fail" : "ok", &b, &d);
+	k.key = strlen("fail") * 1000003u + (uint64_t)'f';
+	for (int i = 0; i < 40; i++) {
+		cbad_rate_observe(r, &k, 1, false, &b, &d);
+		if (b.valid && b.p_value < pmin)
+			pmin = b.p_value;
+	}
+	ck_assert_double_lt(pmin, 1e-4);
+	/* without counting, the window would hold the ~1 "fail" of normal traffic */
+	ck_assert_double_ge(b.observed, 12);
+	cbad_rate_free(r);
+}
+END_TEST
+
 START_TEST(test_drop)
 {
 	cbad_rate *r;
@@ -159,6 +184,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_poisson_by_hand);
 	tcase_add_test(tc, test_burst);
+	tcase_add_test(tc, test_burst_unlearned);
 	tcase_add_test(tc, test_drop);
 	tcase_add_test(tc, test_calibrated);
 	tcase_add_test(tc, test_state);

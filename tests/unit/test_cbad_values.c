@@ -91,6 +91,82 @@ START_TEST(test_calib_exchangeable)
 }
 END_TEST
 
+/* -log10 p statistics: the exponential tail keeps calibration for calibrated and for
+ * over-dispersed inputs, and an extreme statistic gets a p-value far below 1/window. */
+START_TEST(test_calib_logp)
+{
+	for (int dist = 0; dist < 2; dist++) {
+		cbad_values_calib c;
+		long n = 0, b2 = 0, b3 = 0;
+		double scale = dist == 0 ? 1.0 : 1.6;
+
+		cbad_values_calib_init(&c);
+		for (long i = 0; i < 200000; i++) {
+			double x = -log10(u01()) * scale;
+
+			if (cbad_values_calib_ready(&c)) {
+				double p = cbad_values_calib_p_logp(&c, x);
+
+				n++;
+				b2 += p < 0.01;
+				b3 += p < 0.001;
+			}
+			cbad_values_calib_add(&c, x);
+		}
+		ck_assert_double_eq_tol((double)b2 / n, 0.01, 0.004);
+		ck_assert_double_le((double)b3 / n, 0.002);
+		/* 12 is a 1e-12 event for a calibrated p: well below what ranks alone can say */
+		ck_assert_double_lt(cbad_values_calib_p_logp(&c, 12.0), 1e-6);
+		ck_assert_double_lt(cbad_values_calib_p_logp(&c, 12.0), cbad_values_calib_p(&c, 12.0));
+	}
+}
+END_TEST
+
+/* The long calibrator: calibrated far below 1/256 on iid statistics learned with their own
+ * p-values (the guard must not thin the tail), a lasting anomaly stays rare for a while, and
+ * its state round-trips exactly. */
+START_TEST(test_lcalib)
+{
+	for (int dist = 0; dist < 2; dist++) {
+		cbad_values_lcalib c, c2;
+		long n = 0, b2 = 0, b3 = 0, b4 = 0;
+		cbad_writer w = {0};
+		cbad_reader r;
+
+		cbad_values_lcalib_init(&c);
+		for (long i = 0; i < 300000; i++) {
+			double x = dist == 0 ? -log10(u01()) : fabs(gauss());
+			double p = cbad_values_lcalib_p(&c, x);
+
+			if (cbad_values_lcalib_ready(&c)) {
+				n++;
+				b2 += p < 1e-2;
+				b3 += p < 1e-3;
+				b4 += p < 2.5e-4;
+			}
+			cbad_values_lcalib_learn(&c, x, p);
+		}
+		ck_assert_double_eq_tol((double)b2 / n, 0.01, 0.002);
+		ck_assert_double_le((double)b3 / n, 0.0012);
+		ck_assert_double_le((double)b4 / n, 0.0004);
+		/* a step to a statistic never seen: small p, and still small 16 events later */
+		for (int i = 0; i < 16; i++) {
+			double p = cbad_values_lcalib_p(&c, 30.0);
+
+			ck_assert_double_lt(p, 1e-4);
+			cbad_values_lcalib_learn(&c, 30.0, p);
+		}
+		cbad_values_lcalib_save(&c, &w);
+		cbad_reader_init(&r, w.buf, w.len);
+		ck_assert_int_eq(cbad_values_lcalib_load(&c2, &r), 0);
+		ck_assert(memcmp(&c, &c2, sizeof(c)) == 0);
+		cbad_reader_init(&r, w.buf, w.len / 2);
+		ck_assert_int_eq(cbad_values_lcalib_load(&c2, &r), -EINVAL);
+		cbad_writer_free(&w);
+	}
+}
+END_TEST
+
 START_TEST(test_calib_learn_budget)
 {
 	cbad_values_calib c;
@@ -207,6 +283,8 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_calib_by_hand);
 	tcase_add_test(tc, test_calib_exchangeable);
+	tcase_add_test(tc, test_calib_logp);
+	tcase_add_test(tc, test_lcalib);
 	tcase_add_test(tc, test_calib_learn_budget);
 	tcase_add_test(tc, test_model_spike_and_shift);
 	tcase_add_test(tc, test_runs);

@@ -132,10 +132,12 @@ static inline void proto_test_schema_required(const cJSON *schema, const cJSON *
 		const cJSON *items = cJSON_GetObjectItemCaseSensitive(it, "items");
 
 		if (cJSON_GetObjectItemCaseSensitive(it, "properties") != NULL) {
-			snprintf(path, sizeof(path), "%s%s.", prefix, it->string);
+			if (snprintf(path, sizeof(path), "%s%s.", prefix, it->string) >= (int)sizeof(path))
+				ck_abort_msg("schema path too long: %s%s", prefix, it->string);
 			proto_test_schema_required(schema, it, path, set, n);
 		} else if (items != NULL) {
-			snprintf(path, sizeof(path), "%s%s[].", prefix, it->string);
+			if (snprintf(path, sizeof(path), "%s%s[].", prefix, it->string) >= (int)sizeof(path))
+				ck_abort_msg("schema path too long: %s%s", prefix, it->string);
 			proto_test_schema_required(schema, items, path, set, n);
 		}
 	}

@@ -93,8 +93,9 @@ typedef struct cbad_signal_value {
 
 /* The verdict on one event. The explanation fields are filled only when anomaly is true. */
 typedef struct cbad_result {
-	double score;   /* 0..1, higher = more anomalous (1 - p_value of the strongest signal,
-			   corrected for the number of signals) */
+	double score;   /* [0, 1), higher = more anomalous: L / (L + 3) with L = -log10(p_value),
+			   so 0.5 at p = 1e-3; monotone in p_value and never saturating, so
+			   anomaly <=> score > the score of alpha; 0 while calibrating */
 	double p_value; /* calibrated p-value of the strongest signal */
 	bool anomaly;
 	cbad_severity severity;

@@ -185,23 +185,64 @@ static size_t mask_run(const char *s, size_t i, size_t e, uint32_t mask, char *o
 	return o;
 }
 
+/* A JSON number literal (outside strings) at s[ws..we) that is a measurement rather than a
+ * code: it has a fraction or an exponent, or 4 or more digits. Integers of up to 3 digits
+ * (status codes, small counts) stay, as they do in text. */
+static bool json_measurement(const char *s, size_t ws, size_t we)
+{
+	size_t i = ws, nd = 0;
+	bool frac = false;
+
+	if (i < we && s[i] == '-')
+		i++;
+	if (i >= we || !is_digit((unsigned char)s[i]))
+		return false;
+	for (; i < we; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (is_digit(c))
+			nd++;
+		else if (c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-')
+			frac = true;
+		else
+			return false;
+	}
+	return frac || nd >= 4;
+}
+
 size_t cbad_canon_mask(const char *in, size_t len, uint32_t mask, char *out, size_t outcap)
 {
 	size_t i = 0, o = 0;
+	bool json = false, in_str = false;
 
+	/* In a JSON event, numeric values are the value channel's domain: their digits are noise
+	 * to the structure channels, so measurements become "#" (under CBAD_MASK_NUMBERS). */
+	while (i < len && (in[i] == ' ' || in[i] == '\t' || in[i] == '\r' || in[i] == '\n'))
+		i++;
+	json = i < len && (in[i] == '{' || in[i] == '[') && (mask & CBAD_MASK_NUMBERS);
+	i = 0;
 	while (i < len && o < outcap) {
 		unsigned char c = (unsigned char)in[i];
 		size_t ws, we, m, es, ee;
 
-		if (!is_word(c)) {
+		if (!is_word(c) || (json && !in_str && c == ':')) {
 			out[o++] = (char)c;
 			i++;
+			if (json && c == '"')
+				in_str = !in_str;
+			else if (json && in_str && c == '\\' && i < len && o < outcap)
+				out[o++] = in[i++]; /* an escaped character never ends the string */
 			continue;
 		}
 		ws = i;
 		we = i;
 		while (we < len && is_word((unsigned char)in[we]))
 			we++;
+		if (json && !in_str && json_measurement(in, ws, we)) {
+			o = put(out, o, outcap, "#", 1);
+			i = we;
+			continue;
+		}
 		/* A date followed by " hh:mm" belongs to one timestamp. */
 		m = is_digit(c) && (mask & CBAD_MASK_TIMESTAMPS) ? match_timestamp(in, len, ws) : 0;
 		if (m > 0) {

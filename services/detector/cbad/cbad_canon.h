@@ -9,7 +9,9 @@
 /* Writes the canonical form of in[0..len) into out: tokens of the kinds set in mask
  * (CBAD_MASK_*) become short placeholders: "<T>" timestamps, "<U>" UUIDs, "<H>" hex ids of 8+
  * hex digits (with at least one digit), "#" digit runs of 4+ digits, "<IP>" IPv4 addresses
- * (with an optional :port), "<E>" e-mail addresses. The result is never longer than the input,
+ * (with an optional :port), "<E>" e-mail addresses. In a JSON event (first non-blank byte '{'
+ * or '['), number literals outside strings with a fraction, an exponent or 4+ digits become "#"
+ * too (under CBAD_MASK_NUMBERS). The result is never longer than the input,
  * so outcap >= len always suffices; it is truncated at outcap otherwise. Returns its length.
  * Pure and thread-safe. */
 size_t cbad_canon_mask(const char *in, size_t len, uint32_t mask, char *out, size_t outcap);

@@ -34,6 +34,7 @@
 /* What the detector learns must not depend on the sensitivity, so that a higher sensitivity
  * flags a superset of the events a lower one flags: learning uses the default's alpha. */
 #define LEARN_ALPHA 1e-3
+#define SCORE_K 3.0              /* -log10 of the default alpha: the score there is 0.5 */
 #define MAX_SIGNALS 24
 #define TEMPLATE_SLOTS 4096      /* template ids hashed for the per-template cap of the baseline */
 #define TEMPLATE_COPIES 4        /* the baseline keeps at most this many events of one template */
@@ -236,15 +237,21 @@ static void rebuild(cbad_detector *d)
 	d->rebuilds++;
 }
 
-/* 1 - p, except that below p = 1e-6 (where 1 - p would round to 1 for very small p) the score
- * keeps falling with log10(p), so that scores still rank the strongest anomalies. */
+/* The score is a monotone, non-saturating map of the evidence L = -log10(p):
+ * score = L / (L + SCORE_K). It is 0 at p = 1, 0.5 at p = 10^-SCORE_K (the default alpha),
+ * and approaches 1 without reaching it, so the strongest anomalies keep their order (1 - p
+ * rounds every p below 1e-16 to 1 and ties them). Being monotone in p, it keeps decisions
+ * and scores consistent: anomaly <=> p < alpha <=> score > score_of(alpha). */
 static double score_of(double p)
 {
-	if (p >= 1e-6)
-		return 1.0 - p;
+	double l;
+
+	if (!(p < 1.0))
+		return 0.0;
 	if (p < 1e-300)
 		p = 1e-300;
-	return 1.0 - 1e-6 / (1.0 + log10(1e-6 / p));
+	l = -log10(p);
+	return l / (l + SCORE_K);
 }
 
 static cbad_severity severity_of(double p, double alpha)
@@ -424,7 +431,9 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 	if (pc > 1)
 		pc = 1;
 
-	ret->score = score_of(pc);
+	/* Nothing is flagged during the warm-up, so its scores are 0 too: the score stays
+	 * consistent with the decision (anomaly <=> score > score_of(alpha)). */
+	ret->score = calibrating ? 0.0 : score_of(pc);
 	ret->p_value = pc;
 	ret->calibrating = calibrating;
 	ret->progress = calibrating ? (double)d->seen / d->s.baseline_events : 1.0;

@@ -205,7 +205,9 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 {
 	const double prior = 1.0 / CBAD_RATE_LONG;
 	bool fresh;
-	uint32_t idx = ent_find(e, key, label, label_len, now, learn, &fresh);
+	/* an entity is stored and counted even when the event is not learned: a burst of events
+	 * the detector finds strange (a new source failing logins) must still add up */
+	uint32_t idx = ent_find(e, key, label, label_len, now, true, &fresh);
 	size_t k = 0;
 	ent tmp, *x;
 	cbad_values_model *models = NULL;
@@ -231,7 +233,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	rstat = cbad_rate_ew_burst(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG, prior, &obs,
 				   &ex);
 	if (cbad_values_calib_ready(&e->rate_cal)) {
-		rp = cbad_values_calib_p(&e->rate_cal, rstat);
+		rp = cbad_values_calib_p_logp(&e->rate_cal, rstat);
 		if (k < max) {
 			cbad_entity_signal *s = &out[k++];
 
@@ -253,7 +255,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	if (hour_ok) {
 		hstat = stat_of_p(hour_p(e, x, hour));
 		if (cbad_values_calib_ready(&e->hour_cal)) {
-			hp = cbad_values_calib_p(&e->hour_cal, hstat);
+			hp = cbad_values_calib_p_logp(&e->hour_cal, hstat);
 			if (k < max) {
 				cbad_entity_signal *s = &out[k++];
 				int lo = -1, hi = -1, best = 0;
@@ -343,8 +345,13 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 		}
 	}
 
-	if (!learn || idx == UINT32_MAX)
+	if (idx == UINT32_MAX)
 		return k;
+	if (!learn) {
+		cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+		x->seen = now;
+		return k;
+	}
 
 	/* learn: the pooled calibrators (strange statistics are not taken as normal), then the
 	 * entity's own models */

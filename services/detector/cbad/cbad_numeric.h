@@ -26,15 +26,17 @@ typedef struct cbad_event_view {
  * baseline_events, seed). Returns 0, or -ENOMEM / -EINVAL with text; *ret untouched then. */
 int cbad_numeric_new(const cbad_settings *s, cbad_numeric **ret, char *errbuf, size_t errlen);
 
-/* Judges ev against what was learned so far, then (if learn) learns it. Writes at most max
+/* Judges ev against what was learned so far, then (if learn) learns it. The event is counted
+ * in the rate windows (kinds, identifiers, entities) either way: a burst of events the detector
+ * does not learn because they are strange must still add up. Writes at most max
  * signals into out, strongest (lowest p_value) first, and returns how many. Signals whose
  * channel has not seen enough history yet are not reported. Deterministic. */
 size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool learn,
 			    cbad_chan_signal *out, size_t max);
 
 /* The number of tests (p-values) the last cbad_numeric_observe() made. The p-values it
- * returns are already corrected for them within each kind (value, entity, rate): the smallest
- * p-value of a kind is calibrated as a minimum over the kind's recent events. */
+ * returns are already corrected for them within each kind (value, entity, rate): the two
+ * smallest p-values of a kind are combined and calibrated over the kind's recent events. */
 size_t cbad_numeric_last_tests(const cbad_numeric *n);
 
 /* Bytes held now (bounded by the settings; documented in docs/algorithm.md). */

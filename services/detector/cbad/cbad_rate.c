@@ -129,16 +129,27 @@ static double decay(double w, uint64_t dt)
 	return exp((double)dt * log1p(-1.0 / w));
 }
 
+/* The kind's share before the recent window: the long count less the recent one. Compared with
+ * the long share itself, a burst does not raise its own baseline while it lasts (a kind going
+ * from 0 to 5 in 32 events would otherwise expect 0.16 of them after 20 events, not 0.008). */
+static double share_before(const cbad_rate_ew *e, uint64_t dt, double w_short, double w_long,
+			   double prior)
+{
+	double cl = (double)e->s_long * decay(w_long, dt) * w_long;
+	double cs = (double)e->s_short * decay(w_short, dt) * w_short;
+	double share = (cl - cs) / (w_long - w_short);
+
+	return share < prior ? prior : share;
+}
+
 double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
 			  double prior, double *ret_observed, double *ret_expected)
 {
 	uint64_t dt = now > e->last ? now - e->last : 0;
 	double obs = (double)e->s_short * decay(w_short, dt) * w_short + 1.0;
-	double share = (double)e->s_long * decay(w_long, dt);
+	double share = share_before(e, dt, w_short, w_long, prior);
 	double lam;
 
-	if (share < prior)
-		share = prior;
 	lam = share * w_short;
 	*ret_observed = obs;
 	*ret_expected = lam;
@@ -150,10 +161,8 @@ double cbad_rate_ew_excess(const cbad_rate_ew *e, uint64_t now, double w_short, 
 {
 	uint64_t dt = now > e->last ? now - e->last : 0;
 	double obs = (double)e->s_short * decay(w_short, dt) * w_short + 1.0;
-	double share = (double)e->s_long * decay(w_long, dt);
+	double share = share_before(e, dt, w_short, w_long, prior);
 
-	if (share < prior)
-		share = prior;
 	*ret_observed = obs;
 	*ret_expected = share * w_short;
 	return (obs - *ret_expected) / sqrt(*ret_expected + 0.25);
@@ -247,8 +256,6 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		double obs, ex, s;
 
 		if (fresh) {
-			if (!learn)
-				continue;
 			memset(k, 0, sizeof(*k));
 			k->key = key;
 			k->ew.last = r->t;
@@ -272,17 +279,16 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 			bobs = obs;
 			bexp = ex;
 		}
-		if (learn) {
-			cbad_rate_ew_learn(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
-			k->seen = r->t;
-		}
+		/* counted even when not learned: a burst of strange events must add up */
+		cbad_rate_ew_learn(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+		k->seen = r->t;
 	}
 	if (bk)
 		best = -cbad_rate_log10_upper(bobs, bexp);
 	if (ready && cbad_values_calib_ready(&r->burst_cal) && bk) {
 		burst->valid = true;
 		burst->stat = best;
-		burst->p_value = cbad_values_calib_p(&r->burst_cal, best);
+		burst->p_value = cbad_values_calib_p_logp(&r->burst_cal, best);
 		burst->observed = bobs;
 		burst->expected = bexp;
 		burst->window = CBAD_RATE_SHORT;
@@ -313,11 +319,9 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 			memcpy(drop->label, dk->label, sizeof(drop->label));
 		}
 	}
-	if (!learn)
-		return;
-	if (bk)
+	if (learn && bk)
 		cbad_values_calib_learn(&r->burst_cal, best, burst->p_value);
-	if (deligible)
+	if (learn && deligible)
 		cbad_values_calib_learn(&r->drop_cal, dstat, drop->p_value);
 	r->rr++;
 	r->t++;

@@ -73,7 +73,8 @@ int cbad_rate_new(cbad_rate **ret);
 
 /* One event, belonging to keys[0..nkeys): the strongest burst among its kinds, and a drop test
  * of one remembered kind (round robin, only kinds common enough for a drop to be visible).
- * Learns the event when learn. Deterministic; no allocation. */
+ * Counts the event in its kinds' windows always; learns the calibrators only when learn.
+ * Deterministic; no allocation. */
 void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bool learn,
 		       cbad_rate_verdict *burst, cbad_rate_verdict *drop);
 

@@ -10,6 +10,11 @@
 #define TAIL_PRIOR 0.5   /* prior mean excess of the tail fit (log1p units) ... */
 #define TAIL_PRIOR_N 2.0 /* ... worth this many observations: keeps a short tail from overclaiming */
 #define TAIL_MIN_BETA 0.15 /* log1p units: the steepest tail believed from a short history */
+/* -log10 p statistics: a calibrated p has P(stat > s) = 10^-s, an exponential tail of mean
+ * excess 1/ln 10 = 0.434; that is the prior (worth TAIL_PRIOR_N observations) and, since a
+ * model's p is never trusted to be sharper than calibrated, half of it is the floor */
+#define LOGP_PRIOR 0.4343
+#define LOGP_MIN_BETA 0.2171
 
 #define MODEL_SLOW 128 /* memory of the mean and variance, in values */
 #define MODEL_FAST 8   /* memory of the fast mean */
@@ -99,7 +104,10 @@ bool cbad_values_calib_ready(const cbad_values_calib *c)
 	return c->n >= CBAD_CALIB_MIN;
 }
 
-double cbad_values_calib_p(const cbad_values_calib *c, double stat)
+/* logp: stat is -log10 of a model's p-value, whose tail falls exponentially in stat itself
+ * (P(stat > s) = 10^-s when the model is right); the tail is then fitted on stat, not on
+ * log1p(stat), which would assume a power-law tail and understate how rare an extreme is. */
+static double calib_p(const cbad_values_calib *c, double stat, bool logp)
 {
 	double u, ge, p;
 	unsigned below, inbin, n = c->n;
@@ -154,7 +162,21 @@ double cbad_values_calib_p(const cbad_values_calib *c, double stat)
 			beta = TAIL_MIN_BETA;
 		/* a tail that sits in one bin (a statistic that is usually 0, or always the same)
 		 * says nothing about how fast it falls: no extrapolation then, only the rank */
-		if (nbins >= 2 && u > um) {
+		if (logp && nbins >= 2 && u > um) {
+			/* the same threshold; the mean excess measured on stat (bin centres) */
+			double su = bin_edge[bm], lex = 0;
+
+			for (int b = bm; b < CBAD_CALIB_BINS; b++)
+				if (c->count[b])
+					lex += (double)c->count[b] *
+					       (expm1(((double)b + 0.5) / BIN_SCALE) - su);
+			beta = (lex + LOGP_PRIOR * TAIL_PRIOR_N) / ((double)cnt + TAIL_PRIOR_N);
+			if (beta < LOGP_MIN_BETA)
+				beta = LOGP_MIN_BETA;
+			pt = ((double)cm + 1.0) / ((double)n + 1.0) * exp(-(stat - su) / beta);
+			if (pt < p)
+				p = pt;
+		} else if (nbins >= 2 && u > um) {
 			pt = ((double)cm + 1.0) / ((double)n + 1.0) *
 			     exp(-((u - um) / BIN_SCALE) / beta);
 			if (pt < p)
@@ -166,6 +188,16 @@ double cbad_values_calib_p(const cbad_values_calib *c, double stat)
 	if (p < 1e-300)
 		p = 1e-300;
 	return p;
+}
+
+double cbad_values_calib_p(const cbad_values_calib *c, double stat)
+{
+	return calib_p(c, stat, false);
+}
+
+double cbad_values_calib_p_logp(const cbad_values_calib *c, double stat)
+{
+	return calib_p(c, stat, true);
 }
 
 void cbad_values_calib_add(cbad_values_calib *c, double stat)
@@ -210,6 +242,146 @@ double cbad_values_calib_quantile(const cbad_values_calib *c, double q)
 		if (cnt >= want)
 			return expm1(((double)b + 0.5) / BIN_SCALE);
 	}
+	return 0;
+}
+
+/* ---- long calibrator ---- */
+
+void cbad_values_lcalib_init(cbad_values_lcalib *c)
+{
+	memset(c, 0, sizeof(*c));
+}
+
+bool cbad_values_lcalib_ready(const cbad_values_lcalib *c)
+{
+	return c->seen >= CBAD_CALIB_MIN;
+}
+
+double cbad_values_lcalib_p(const cbad_values_lcalib *c, double stat)
+{
+	double ge = 0, inbin, frac, p, n = c->total;
+	int b;
+
+	if (n <= 0)
+		return 1.0;
+	if (!(stat > 0))
+		stat = 0;
+	b = stat_bin(stat);
+	for (int i = b + 1; i < CBAD_CALIB_BINS; i++)
+		ge += c->count[i];
+	inbin = c->count[b];
+	frac = b + 1 < CBAD_CALIB_BINS ? (bin_edge[b + 1] - stat) / (bin_edge[b + 1] - bin_edge[b]) :
+					 0.0;
+	if (frac < 0)
+		frac = 0;
+	if (frac > 1)
+		frac = 1;
+	ge += frac * inbin;
+	p = (ge + 1.0) / (n + 1.0);
+	if (ge < CBAD_CALIB_TAIL && n >= CBAD_CALIB_TAIL) {
+		/* peaks over threshold, as in calib_p, on the decayed weights */
+		double cnt = 0, excess = 0, beta, um, u = log1p(stat) * BIN_SCALE;
+		unsigned nbins = 0;
+		int bm = CBAD_CALIB_BINS - 1;
+
+		for (; bm >= 0; bm--) {
+			double k = c->count[bm];
+
+			if (k <= 0)
+				continue;
+			nbins++;
+			excess += k * ((double)bm + 0.5);
+			cnt += k;
+			if (cnt >= CBAD_CALIB_TAIL)
+				break;
+		}
+		if (bm < 0)
+			bm = 0;
+		um = (double)bm;
+		excess = (excess - cnt * um) / BIN_SCALE;
+		beta = (excess + TAIL_PRIOR * TAIL_PRIOR_N) / (cnt + TAIL_PRIOR_N);
+		if (beta < TAIL_MIN_BETA)
+			beta = TAIL_MIN_BETA;
+		if (nbins >= 2 && u > um) {
+			double pt = (cnt + 1.0) / (n + 1.0) * exp(-((u - um) / BIN_SCALE) / beta);
+
+			if (pt < p)
+				p = pt;
+		}
+	}
+	if (p > 1.0)
+		p = 1.0;
+	if (p < 1e-300)
+		p = 1e-300;
+	return p;
+}
+
+void cbad_values_lcalib_learn(cbad_values_lcalib *c, double stat, double p)
+{
+	const double keep = 1.0 - 1.0 / CBAD_LCALIB_MEMORY;
+	/* The normal-data guard, narrower than the short calibrator's. Leaving out every
+	 * p < 0.002 would empty the very tail the p-values are read from (measured: 1.4 % of iid
+	 * statistics flagged at 1e-3, with a feedback: a thinner tail flags more). Left out are:
+	 * p < CBAD_LCALIB_SKIP (about 0.4 of 4096 normal statistics), and a statistic beyond every
+	 * remembered one with p < CBAD_CALIB_SKIP right after another such one: iid data almost
+	 * never has two records in a row, while a growing anomaly (a flatline whose statistic
+	 * rises with its length) would otherwise set its own bar at each step. Only the first
+	 * CBAD_LCALIB_RECORD_RUN records in a row: a slow drift is also a run of records, and
+	 * flagging all of it costs more false alarms than it finds (NAB standard 16.5 uncapped,
+	 * 24.9 with 8). */
+	int top = CBAD_CALIB_BINS - 1, bin = stat_bin(stat > 0 ? stat : 0);
+	bool record, skip;
+
+	while (top > 0 && !(c->count[top] > 0))
+		top--;
+	record = p < CBAD_CALIB_SKIP && bin > top;
+	skip = (p < CBAD_LCALIB_SKIP ||
+		(record && c->record && c->record <= CBAD_LCALIB_RECORD_RUN)) &&
+	       c->skipped < CBAD_CALIB_SKIP_BUDGET;
+	c->record = record ? (uint8_t)(c->record < 255 ? c->record + 1 : 255) : 0;
+	c->skipped = c->skipped * (1.0f - 1.0f / CBAD_CALIB_SKIP_MEMORY) +
+		     (skip ? 1.0f / CBAD_CALIB_SKIP_MEMORY : 0.0f);
+	if (skip)
+		return;
+	c->total = 0;
+	for (int b = 0; b < CBAD_CALIB_BINS; b++) {
+		c->count[b] *= keep;
+		c->total += c->count[b];
+	}
+	c->count[bin] += 1.0;
+	c->total += 1.0;
+	if (c->seen < UINT32_MAX)
+		c->seen++;
+}
+
+void cbad_values_lcalib_save(const cbad_values_lcalib *c, cbad_writer *w)
+{
+	for (int b = 0; b < CBAD_CALIB_BINS; b++)
+		cbad_w_f64(w, c->count[b]);
+	cbad_w_f64(w, c->total);
+	cbad_w_bytes(w, &c->skipped, sizeof(c->skipped));
+	cbad_w_u32(w, c->seen);
+	cbad_w_u8(w, c->record);
+}
+
+int cbad_values_lcalib_load(cbad_values_lcalib *c, cbad_reader *r)
+{
+	cbad_values_lcalib t;
+
+	memset(&t, 0, sizeof(t)); /* padding too: a loaded state compares equal */
+	for (int b = 0; b < CBAD_CALIB_BINS; b++) {
+		t.count[b] = cbad_r_f64(r);
+		if (!(t.count[b] >= 0 && t.count[b] <= CBAD_LCALIB_MEMORY + 1.0))
+			return -EINVAL;
+	}
+	t.total = cbad_r_f64(r);
+	cbad_r_bytes(r, &t.skipped, sizeof(t.skipped));
+	t.seen = cbad_r_u32(r);
+	t.record = cbad_r_u8(r);
+	if (r->failed || !(t.total >= 0 && t.total <= CBAD_LCALIB_MEMORY + 1.0) ||
+	    !(t.skipped >= 0 && t.skipped <= 1))
+		return -EINVAL;
+	*c = t;
 	return 0;
 }
 

@@ -36,6 +36,9 @@ void cbad_values_calib_init(cbad_values_calib *c);
 bool cbad_values_calib_ready(const cbad_values_calib *c);
 /* p-value in (0, 1] of stat >= 0 (larger = stranger). Deterministic. */
 double cbad_values_calib_p(const cbad_values_calib *c, double stat);
+/* The same for a statistic that is -log10 of a model's p-value: the tail beyond the largest
+ * few is extrapolated exponentially in stat itself (see docs/algorithm-numeric.md). */
+double cbad_values_calib_p_logp(const cbad_values_calib *c, double stat);
 /* Remembers stat (the oldest is forgotten once the window is full). */
 void cbad_values_calib_add(cbad_values_calib *c, double stat);
 /* Remembers stat as a normal one, given its p-value p: a statistic with p below
@@ -51,6 +54,33 @@ double cbad_values_calib_quantile(const cbad_values_calib *c, double q);
 void cbad_values_calib_save(const cbad_values_calib *c, cbad_writer *w);
 /* Returns 0 or -EINVAL (r->failed, or a bin or count out of range). */
 int cbad_values_calib_load(cbad_values_calib *c, cbad_reader *r);
+
+/* Long calibrator: the same p-value (rank, then the log1p tail past the CBAD_CALIB_TAIL
+ * largest) over an exponentially weighted histogram of the last ~CBAD_LCALIB_MEMORY
+ * statistics instead of a ring of 256. Ranks go down to 1/4096 before the tail takes over, for
+ * the few calibrators that see every event (the kind-level correction of cbad_numeric), where
+ * the detector needs p-values below 1/256 that stay calibrated. 1048 bytes, O(bins) per add. */
+#define CBAD_LCALIB_MEMORY 4096
+typedef struct cbad_values_lcalib {
+	double count[CBAD_CALIB_BINS]; /* decayed weights of the bins, newest weight 1 */
+	double total;
+	float skipped; /* EW share of statistics not remembered */
+	uint32_t seen;
+	uint8_t record; /* consecutive records with p < CBAD_CALIB_SKIP so far */
+} cbad_values_lcalib;
+
+void cbad_values_lcalib_init(cbad_values_lcalib *c);
+bool cbad_values_lcalib_ready(const cbad_values_lcalib *c);
+double cbad_values_lcalib_p(const cbad_values_lcalib *c, double stat);
+/* Remembers stat given its p, except (within CBAD_CALIB_SKIP_BUDGET) when p < CBAD_LCALIB_SKIP,
+ * or when stat is beyond every remembered one with p < CBAD_CALIB_SKIP right after another
+ * such record (a growing anomaly). */
+#define CBAD_LCALIB_SKIP 1e-4
+#define CBAD_LCALIB_RECORD_RUN 8
+void cbad_values_lcalib_learn(cbad_values_lcalib *c, double stat, double p);
+void cbad_values_lcalib_save(const cbad_values_lcalib *c, cbad_writer *w);
+/* Returns 0 or -EINVAL (r->failed, or a weight out of range). */
+int cbad_values_lcalib_load(cbad_values_lcalib *c, cbad_reader *r);
 
 /* Robust exponentially weighted model of one numeric series: a Huber-clipped EW mean and
  * variance (memory ~128 values), a fast EW mean (~8 values) that predicts the next value, the
