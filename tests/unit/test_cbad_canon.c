@@ -40,6 +40,12 @@ START_TEST(test_mask_kinds)
 	/* Small counts and words stay: they carry meaning. */
 	ck_assert_str_eq(mask_all("status 200 retry 3 deadbeef"), "status 200 retry 3 deadbeef");
 	ck_assert_str_eq(mask_all("version 1.2.3"), "version 1.2.3");
+	/* Words without digits take the copy path; the kinds they can still be are masked. */
+	ck_assert_str_eq(mask_all("id abcdefab-abcd-abcd-abcd-abcdefabcdef end"), "id <U> end");
+	ck_assert_str_eq(mask_all("to ops@example.org and first-last_name.x:y+z"),
+			 "to <E> and first-last_name.x:y+z");
+	ck_assert_str_eq(mask_all("{\"k\":\"some-long-value-without-any-digit-at-all\",\"b\":true}"),
+			 "{\"k\":\"some-long-value-without-any-digit-at-all\",\"b\":true}");
 }
 END_TEST
 

@@ -70,6 +70,35 @@ START_TEST(test_deterministic_and_clear)
 }
 END_TEST
 
+START_TEST(test_memo_follows_the_dictionary)
+{
+	cbad_novelty *a, *fresh;
+	const char *ev = "{\"method\":\"PUT\",\"path\":\"/api/v1/items/9\",\"status\":201}";
+	double before, again, after;
+
+	make_base();
+	ck_assert_int_eq(cbad_novelty_new(1, sizeof(base), &a), 0);
+	ck_assert_int_eq(cbad_novelty_new(1, sizeof(base), &fresh), 0);
+	static const char other[] = "lorem ipsum dolor sit amet, consectetur adipiscing elit\n";
+
+	ck_assert_int_eq(cbad_novelty_rebuild(a, other, sizeof(other) - 1), 0);
+	before = cbad_novelty_bits(a, ev, strlen(ev));
+	again = cbad_novelty_bits(a, ev, strlen(ev)); /* served from the memo */
+	ck_assert_double_eq(before, again);
+	/* A new dictionary forgets the memo: the cost is the one a fresh coder computes. */
+	ck_assert_int_eq(cbad_novelty_rebuild(a, base, base_len), 0);
+	ck_assert_int_eq(cbad_novelty_rebuild(fresh, base, base_len), 0);
+	after = cbad_novelty_bits(a, ev, strlen(ev));
+	ck_assert_double_eq(after, cbad_novelty_bits(fresh, ev, strlen(ev)));
+	ck_assert_double_lt(after, before);
+	/* Inputs that differ in one byte are not confused. */
+	ck_assert_double_ne(cbad_novelty_bits(a, ev, strlen(ev)),
+			    cbad_novelty_bits(a, "{\"zz\":\"qqqqqqqqqqqqqqqqqqqqqqqqqq\"}", 33));
+	cbad_novelty_free(a);
+	cbad_novelty_free(fresh);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *su = suite_create("cbad_novelty");
@@ -78,6 +107,7 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, test_known_is_cheap_novel_is_costly);
+	tcase_add_test(tc, test_memo_follows_the_dictionary);
 	tcase_add_test(tc, test_deterministic_and_clear);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);

@@ -176,6 +176,50 @@ START_TEST(test_state)
 }
 END_TEST
 
+/* An unlabeled table gives the same verdicts as a labeled one: a burst's label from the event,
+ * a drop's key to rebuild it from, no label text; its state round trip is exact too. */
+START_TEST(test_unlabeled)
+{
+	cbad_rate *r, *u, *u2;
+	cbad_rate_verdict b, d, ub, ud;
+	cbad_writer w = {0};
+	cbad_reader rd;
+	int drops = 0;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	ck_assert_int_eq(cbad_rate_new_unlabeled(&u), 0);
+	ck_assert_int_eq(cbad_rate_new_unlabeled(&u2), 0);
+	ck_assert_uint_lt(cbad_rate_memory(u), cbad_rate_memory(r));
+	for (int i = 0; i < 11000; i++) {
+		const char *k = i < 8000 && u01() < 0.3 ? "login" : (u01() < 0.05 ? "fail" : "view");
+
+		feed(r, k, &b, &d);
+		feed(u, k, &ub, &ud);
+		ck_assert(b.valid == ub.valid && b.p_value == ub.p_value && b.stat == ub.stat);
+		ck_assert_str_eq(b.label, ub.label);
+		ck_assert(d.valid == ud.valid && d.p_value == ud.p_value && d.key == ud.key);
+		ck_assert_str_eq(ud.label, "");
+		drops += d.valid && !strcmp(d.label, "login") &&
+			 d.key == strlen("login") * 1000003u + (uint64_t)'l';
+		if (i == 9000) {
+			cbad_rate_save(u, &w);
+			cbad_reader_init(&rd, w.buf, w.len);
+			ck_assert_int_eq(cbad_rate_load(u2, &rd), 0);
+		}
+		if (i > 9000) {
+			feed(u2, k, &b, &d);
+			ck_assert(memcmp(&b, &ub, sizeof(b)) == 0);
+			ck_assert(memcmp(&d, &ud, sizeof(d)) == 0);
+		}
+	}
+	ck_assert_int_gt(drops, 0);
+	cbad_writer_free(&w);
+	cbad_rate_free(r);
+	cbad_rate_free(u);
+	cbad_rate_free(u2);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("cbad_rate");
@@ -188,6 +232,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_drop);
 	tcase_add_test(tc, test_calibrated);
 	tcase_add_test(tc, test_state);
+	tcase_add_test(tc, test_unlabeled);
 	suite_add_tcase(s, tc);
 	return s;
 }

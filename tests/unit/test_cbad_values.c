@@ -204,7 +204,9 @@ START_TEST(test_model_spike_and_shift)
 	cbad_values_model_learn(&m, 1000.0);
 	cbad_values_model_judge(&m, 20.0, &j);
 	ck_assert_double_eq_tol(j.mean, 20.0, 0.5);
-	/* a lasting step: the fast mean moves away from the slow one */
+	/* ... and a lone spike is no step: the next usual value is not on its side */
+	ck_assert_double_lt(j.shift, 3.0);
+	/* a lasting step: several strange values in a row on the same side */
 	for (int i = 0; i < 6; i++)
 		cbad_values_model_learn(&m, 26.0 + gauss() * 0.1);
 	cbad_values_model_judge(&m, 26.0, &j);

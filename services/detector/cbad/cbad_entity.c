@@ -20,7 +20,6 @@ typedef struct ent {
 	cbad_rate_ew ew;
 	uint16_t hours[24];
 	uint32_t n;
-	char label[CBAD_ENTITY_LABEL_MAX];
 } ent;
 
 struct cbad_entity {
@@ -28,6 +27,9 @@ struct cbad_entity {
 	uint32_t nvalues;
 	uint32_t used, cap;
 	uint32_t last; /* slab index of the entity last observed, or UINT32_MAX */
+	/* its label, once per table instead of once per entity (32 B of each 128): a signal is
+	 * always about the entity of the current event, whose label the caller passes in */
+	char last_label[CBAD_ENTITY_LABEL_MAX];
 	uint32_t *sets; /* nsets * WAYS: slab index + 1, 0 = free */
 	ent *slab;
 	cbad_values_model *models; /* cap * nvalues */
@@ -93,7 +95,7 @@ size_t cbad_entity_memory(const cbad_entity *e)
 
 const char *cbad_entity_last_label(const cbad_entity *e)
 {
-	return e->last == UINT32_MAX ? "" : e->slab[e->last].label;
+	return e->last == UINT32_MAX ? "" : e->last_label;
 }
 
 static int slab_grow(cbad_entity *e)
@@ -120,8 +122,7 @@ static int slab_grow(cbad_entity *e)
 	return 0;
 }
 
-static void ent_reset(cbad_entity *e, uint32_t idx, uint64_t key, const char *label, size_t ln,
-		      uint64_t now)
+static void ent_reset(cbad_entity *e, uint32_t idx, uint64_t key, uint64_t now)
 {
 	ent *x = &e->slab[idx];
 
@@ -129,18 +130,13 @@ static void ent_reset(cbad_entity *e, uint32_t idx, uint64_t key, const char *la
 	x->key = key;
 	x->seen = now;
 	x->ew.last = now;
-	if (ln > CBAD_ENTITY_LABEL_MAX - 1)
-		ln = CBAD_ENTITY_LABEL_MAX - 1;
-	if (label && ln)
-		memcpy(x->label, label, ln);
-	x->label[ln] = '\0';
 	for (uint32_t v = 0; v < e->nvalues; v++)
 		cbad_values_model_init(&e->models[(size_t)idx * e->nvalues + v]);
 }
 
 /* The entity's slab index: found, or (when learn) made, evicting its set's least recently seen
  * entity when the set is full. UINT32_MAX when it is new and not stored. */
-static uint32_t ent_find(cbad_entity *e, uint64_t key, const char *label, size_t ln, uint64_t now,
+static uint32_t ent_find(cbad_entity *e, uint64_t key, uint64_t now,
 			 bool learn, bool *fresh)
 {
 	uint32_t *set = &e->sets[(size_t)(key % e->nsets) * CBAD_ENTITY_WAYS];
@@ -170,7 +166,7 @@ static uint32_t ent_find(cbad_entity *e, uint64_t key, const char *label, size_t
 	} else {
 		idx = set[lru_way] - 1; /* evicted: its slot is reused */
 	}
-	ent_reset(e, idx, key, label, ln, now);
+	ent_reset(e, idx, key, now);
 	return idx;
 }
 
@@ -207,7 +203,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	bool fresh;
 	/* an entity is stored and counted even when the event is not learned: a burst of events
 	 * the detector finds strange (a new source failing logins) must still add up */
-	uint32_t idx = ent_find(e, key, label, label_len, now, true, &fresh);
+	uint32_t idx = ent_find(e, key, now, true, &fresh);
 	size_t k = 0;
 	ent tmp, *x;
 	cbad_values_model *models = NULL;
@@ -219,6 +215,13 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	double zp[CBAD_ENTITY_MAX_VALUES], sp[CBAD_ENTITY_MAX_VALUES];
 
 	e->last = idx;
+	{
+		size_t ln = label_len < CBAD_ENTITY_LABEL_MAX - 1 ? label_len : CBAD_ENTITY_LABEL_MAX - 1;
+
+		if (label && ln)
+			memcpy(e->last_label, label, ln);
+		e->last_label[ln] = '\0';
+	}
 	if (idx == UINT32_MAX) {
 		memset(&tmp, 0, sizeof(tmp));
 		tmp.ew.last = now;
@@ -421,7 +424,6 @@ void cbad_entity_save(const cbad_entity *e, cbad_writer *w)
 		for (int i = 0; i < 24; i++)
 			cbad_w_u32(w, x->hours[i]);
 		cbad_w_u32(w, x->n);
-		cbad_w_str(w, x->label);
 		for (uint32_t v = 0; v < e->nvalues; v++)
 			cbad_values_model_save(&e->models[(size_t)(e->sets[s] - 1) * e->nvalues + v], w);
 	}
@@ -470,7 +472,6 @@ int cbad_entity_load(cbad_entity *e, cbad_reader *r)
 		for (int h = 0; h < 24; h++)
 			x->hours[h] = (uint16_t)cbad_r_count(r, UINT16_MAX);
 		x->n = cbad_r_u32(r);
-		cbad_r_str(r, x->label, sizeof(x->label));
 		for (uint32_t v = 0; v < e->nvalues; v++)
 			cbad_values_model_load(&e->models[(size_t)i * e->nvalues + v], r);
 		if (r->failed || (e->sets[s] != 0 && s / CBAD_ENTITY_WAYS != x->key % e->nsets))

@@ -16,8 +16,8 @@
  * (rounded up to a whole set) and no event costs more than a scan of one set. The slab of
  * entities grows by doubling as entities appear, so a stream with 20 hosts holds 20 entities.
  *
- * Per entity: 128 bytes (key, last seen, rate shares, 24 hour-of-day counts, a label) plus
- * 40 bytes per value field it models (at most CBAD_ENTITY_MAX_VALUES). Calibration is pooled
+ * Per entity: 96 bytes (key, last seen, rate shares, 24 hour-of-day counts; its label is not
+ * kept, signals are about the current event's entity) plus 48 bytes per value field it models (at most CBAD_ENTITY_MAX_VALUES). Calibration is pooled
  * over the entities of the table: an entity's statistic is its own (its value against its own
  * history), its p-value is that statistic's rank among every entity's recent statistics.
  */

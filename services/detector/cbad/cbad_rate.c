@@ -18,7 +18,6 @@ typedef struct rate_kind {
 	uint64_t key; /* 0 = empty slot */
 	uint64_t seen; /* stream index of the last occurrence */
 	cbad_rate_ew ew;
-	char label[CBAD_RATE_LABEL_MAX];
 } rate_kind;
 
 struct cbad_rate {
@@ -26,6 +25,10 @@ struct cbad_rate {
 	uint32_t rr; /* round robin position of the drop test */
 	cbad_values_calib burst_cal, drop_cal;
 	rate_kind kinds[NKINDS];
+	/* label text per slot, NULL in an unlabeled table: only drops need a stored label (a
+	 * burst's kind is in the event), and a caller that can rebuild it from the key saves
+	 * 48 bytes a slot */
+	char (*labels)[CBAD_RATE_LABEL_MAX];
 };
 
 /* ---- Poisson tails ---- */
@@ -129,14 +132,34 @@ static double decay(double w, uint64_t dt)
 	return exp((double)dt * log1p(-1.0 / w));
 }
 
+/* The decays of one kind's three shares since its last update, each computed once (the burst
+ * test and the learn of an event need the same ones: six exp and log1p were a third of a
+ * rate test). */
+typedef struct ew_decays {
+	double s, m, l;
+} ew_decays;
+
+static ew_decays decays(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
+{
+	uint64_t dt = now > e->last ? now - e->last : 0;
+	ew_decays d = {1.0, 1.0, 1.0};
+
+	if (dt > 0) {
+		d.s = decay(w_short, dt);
+		d.m = decay(CBAD_RATE_MID, dt);
+		d.l = decay(w_long, dt);
+	}
+	return d;
+}
+
 /* The kind's share before the recent window: the long count less the recent one. Compared with
  * the long share itself, a burst does not raise its own baseline while it lasts (a kind going
  * from 0 to 5 in 32 events would otherwise expect 0.16 of them after 20 events, not 0.008). */
-static double share_before(const cbad_rate_ew *e, uint64_t dt, double w_short, double w_long,
-			   double prior)
+static double share_before(const cbad_rate_ew *e, const ew_decays *d, double w_short,
+			   double w_long, double prior)
 {
-	double cl = (double)e->s_long * decay(w_long, dt) * w_long;
-	double cs = (double)e->s_short * decay(w_short, dt) * w_short;
+	double cl = (double)e->s_long * d->l * w_long;
+	double cs = (double)e->s_short * d->s * w_short;
 	double share = (cl - cs) / (w_long - w_short);
 
 	return share < prior ? prior : share;
@@ -145,9 +168,9 @@ static double share_before(const cbad_rate_ew *e, uint64_t dt, double w_short, d
 double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
 			  double prior, double *ret_observed, double *ret_expected)
 {
-	uint64_t dt = now > e->last ? now - e->last : 0;
-	double obs = (double)e->s_short * decay(w_short, dt) * w_short + 1.0;
-	double share = share_before(e, dt, w_short, w_long, prior);
+	ew_decays d = decays(e, now, w_short, w_long);
+	double obs = (double)e->s_short * d.s * w_short + 1.0;
+	double share = share_before(e, &d, w_short, w_long, prior);
 	double lam;
 
 	lam = share * w_short;
@@ -156,24 +179,31 @@ double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, d
 	return -cbad_rate_log10_upper(obs, lam);
 }
 
-double cbad_rate_ew_excess(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
-			   double prior, double *ret_observed, double *ret_expected)
+static double ew_excess(const cbad_rate_ew *e, const ew_decays *d, double w_short,
+			double w_long, double prior, double *ret_observed, double *ret_expected)
 {
-	uint64_t dt = now > e->last ? now - e->last : 0;
-	double obs = (double)e->s_short * decay(w_short, dt) * w_short + 1.0;
-	double share = share_before(e, dt, w_short, w_long, prior);
+	double obs = (double)e->s_short * d->s * w_short + 1.0;
+	double share = share_before(e, d, w_short, w_long, prior);
 
 	*ret_observed = obs;
 	*ret_expected = share * w_short;
 	return (obs - *ret_expected) / sqrt(*ret_expected + 0.25);
 }
 
-void cbad_rate_ew_learn(cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
+double cbad_rate_ew_excess(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
+			   double prior, double *ret_observed, double *ret_expected)
 {
-	uint64_t dt = now > e->last ? now - e->last : 0;
-	double s = (double)e->s_short * decay(w_short, dt);
-	double l = (double)e->s_long * decay(w_long, dt);
-	double m = (double)e->s_mid * decay(CBAD_RATE_MID, dt);
+	ew_decays d = decays(e, now, w_short, w_long);
+
+	return ew_excess(e, &d, w_short, w_long, prior, ret_observed, ret_expected);
+}
+
+static void ew_learn(cbad_rate_ew *e, const ew_decays *d, uint64_t now, double w_short,
+		     double w_long)
+{
+	double s = (double)e->s_short * d->s;
+	double l = (double)e->s_long * d->l;
+	double m = (double)e->s_mid * d->m;
 
 	e->s_short = (float)(s + (1.0 - s) / w_short);
 	e->s_mid = (float)(m + (1.0 - m) / CBAD_RATE_MID);
@@ -181,28 +211,57 @@ void cbad_rate_ew_learn(cbad_rate_ew *e, uint64_t now, double w_short, double w_
 	e->last = now;
 }
 
+void cbad_rate_ew_learn(cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
+{
+	ew_decays d = decays(e, now, w_short, w_long);
+
+	ew_learn(e, &d, now, w_short, w_long);
+}
+
 /* ---- the kinds table ---- */
 
-int cbad_rate_new(cbad_rate **ret)
+static int rate_new(bool labeled, cbad_rate **ret)
 {
 	cbad_rate *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return -ENOMEM;
+	if (labeled) {
+		r->labels = calloc(NKINDS, sizeof(*r->labels));
+		if (!r->labels) {
+			free(r);
+			return -ENOMEM;
+		}
+	}
 	cbad_values_calib_init(&r->burst_cal);
 	cbad_values_calib_init(&r->drop_cal);
 	*ret = r;
 	return 0;
 }
 
+int cbad_rate_new(cbad_rate **ret)
+{
+	return rate_new(true, ret);
+}
+
+int cbad_rate_new_unlabeled(cbad_rate **ret)
+{
+	return rate_new(false, ret);
+}
+
 void cbad_rate_free(cbad_rate *r)
 {
+	if (!r)
+		return;
+	free(r->labels);
 	free(r);
 }
 
 size_t cbad_rate_memory(const cbad_rate *r)
 {
-	return r ? sizeof(*r) : 0;
+	if (!r)
+		return 0;
+	return sizeof(*r) + (r->labels ? NKINDS * sizeof(*r->labels) : 0);
 }
 
 /* The kind's slot, or a free / least recently seen slot of its set for it (new = true). */
@@ -229,6 +288,16 @@ static rate_kind *kind_slot(cbad_rate *r, uint64_t key, bool *new_kind)
 	return victim;
 }
 
+/* Copies a key's label, truncated to CBAD_RATE_LABEL_MAX - 1 bytes. */
+static void copy_label(char *dst, const char *src, size_t len)
+{
+	size_t n = len < CBAD_RATE_LABEL_MAX - 1 ? len : CBAD_RATE_LABEL_MAX - 1;
+
+	if (src && n)
+		memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 static void verdict_clear(cbad_rate_verdict *v)
 {
 	memset(v, 0, sizeof(*v));
@@ -241,7 +310,7 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 	const double prior = 1.0 / CBAD_RATE_LONG;
 	double best = 0, dstat = 0;
 	bool bk = false;
-	char blabel[CBAD_RATE_LABEL_MAX] = "";
+	size_t bi = 0;
 	double bobs = 0, bexp = 0;
 	rate_kind *dk;
 	bool ready = r->t >= MIN_EVENTS;
@@ -254,33 +323,27 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		bool fresh;
 		rate_kind *k = kind_slot(r, key, &fresh);
 		double obs, ex, s;
+		ew_decays dk_;
 
 		if (fresh) {
 			memset(k, 0, sizeof(*k));
 			k->key = key;
 			k->ew.last = r->t;
-			{
-				size_t n = keys[i].label_len < CBAD_RATE_LABEL_MAX - 1 ?
-						   keys[i].label_len :
-						   CBAD_RATE_LABEL_MAX - 1;
-
-				if (keys[i].label && n)
-					memcpy(k->label, keys[i].label, n);
-				k->label[n] = '\0';
-			}
+			if (r->labels)
+				copy_label(r->labels[k - r->kinds], keys[i].label, keys[i].label_len);
 		}
 		/* a cheap standardised excess picks the kind; its exact tail is computed once */
-		s = cbad_rate_ew_excess(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG, prior, &obs,
-					&ex);
+		dk_ = decays(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+		s = ew_excess(&k->ew, &dk_, CBAD_RATE_SHORT, CBAD_RATE_LONG, prior, &obs, &ex);
 		if (!bk || s > best) {
 			best = s;
 			bk = true;
-			memcpy(blabel, k->label, sizeof(blabel));
+			bi = i;
 			bobs = obs;
 			bexp = ex;
 		}
 		/* counted even when not learned: a burst of strange events must add up */
-		cbad_rate_ew_learn(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+		ew_learn(&k->ew, &dk_, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
 		k->seen = r->t;
 	}
 	if (bk)
@@ -294,7 +357,8 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		burst->window = CBAD_RATE_SHORT;
 		burst->base_low = 0;
 		burst->base_high = bexp + 2.33 * sqrt(bexp) + 1.0;
-		memcpy(burst->label, blabel, sizeof(burst->label));
+		burst->key = keys[bi].key ? keys[bi].key : 1;
+		copy_label(burst->label, keys[bi].label, keys[bi].label_len);
 	}
 
 	/* drop: one remembered kind per event, in turn */
@@ -316,7 +380,9 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 			drop->window = CBAD_RATE_MID;
 			drop->base_low = lam - 2.33 * sqrt(lam) > 0 ? lam - 2.33 * sqrt(lam) : 0;
 			drop->base_high = lam + 2.33 * sqrt(lam);
-			memcpy(drop->label, dk->label, sizeof(drop->label));
+			drop->key = dk->key;
+			if (r->labels)
+				memcpy(drop->label, r->labels[dk - r->kinds], sizeof(drop->label));
 		}
 	}
 	if (learn && bk)
@@ -349,7 +415,8 @@ void cbad_rate_save(const cbad_rate *r, cbad_writer *w)
 		cbad_w_u64(w, k->seen);
 		cbad_w_u64(w, k->ew.last);
 		cbad_w_bytes(w, f, sizeof(f));
-		cbad_w_str(w, k->label);
+		if (r->labels)
+			cbad_w_str(w, r->labels[i]);
 	}
 }
 
@@ -358,6 +425,8 @@ int cbad_rate_load(cbad_rate *r, cbad_reader *rd)
 	uint32_t used;
 
 	memset(r->kinds, 0, sizeof(r->kinds));
+	if (r->labels)
+		memset(r->labels, 0, NKINDS * sizeof(*r->labels));
 	r->t = cbad_r_u64(rd);
 	r->rr = cbad_r_u32(rd);
 	if (cbad_values_calib_load(&r->burst_cal, rd) < 0 ||
@@ -373,7 +442,8 @@ int cbad_rate_load(cbad_rate *r, cbad_reader *rd)
 		k->seen = cbad_r_u64(rd);
 		k->ew.last = cbad_r_u64(rd);
 		cbad_r_bytes(rd, f, sizeof(f));
-		cbad_r_str(rd, k->label, sizeof(k->label));
+		if (r->labels)
+			cbad_r_str(rd, r->labels[slot], sizeof(r->labels[slot]));
 		if (k->key == 0 || !(f[0] >= 0 && f[0] <= 1 && f[1] >= 0 && f[1] <= 1 && f[2] >= 0 &&
 				     f[2] <= 1))
 			rd->failed = true;

@@ -65,11 +65,15 @@ typedef struct cbad_rate_verdict {
 	double observed, expected; /* occurrences in the window, and the usual number */
 	double window;             /* events in the window */
 	double base_low, base_high; /* the usual range of the count (central 98 %) */
-	char label[CBAD_RATE_LABEL_MAX];
+	uint64_t key;   /* the kind's key */
+	char label[CBAD_RATE_LABEL_MAX]; /* a drop's label is empty in an unlabeled table */
 } cbad_rate_verdict;
 
 /* Creates an empty channel. Returns 0 or -ENOMEM; *ret untouched on failure. */
 int cbad_rate_new(cbad_rate **ret);
+/* The same without label text (12 KiB less): a burst's label is the event's own key label, a
+ * drop's is left empty (the caller rebuilds it from verdict.key, or does not report drops). */
+int cbad_rate_new_unlabeled(cbad_rate **ret);
 
 /* One event, belonging to keys[0..nkeys): the strongest burst among its kinds, and a drop test
  * of one remembered kind (round robin, only kinds common enough for a drop to be visible).

@@ -33,7 +33,7 @@ void cbad_settings_default(cbad_settings *s)
 	s->zstd_level = 1;
 	s->mask = CBAD_MASK_ALL;
 	s->max_event_bytes = 4096;
-	s->max_entities = 1024;
+	s->max_entities = 256;
 	s->seed = 0x5eed;
 }
 

@@ -77,21 +77,26 @@ static int stat_bin(double stat)
 	return lo;
 }
 
-static void tree_add(cbad_values_calib *c, int bin, int delta)
+static void bin_add(cbad_values_calib *c, int bin, int delta)
 {
 	c->count[bin] = (uint16_t)(c->count[bin] + delta);
-	for (int i = bin + 1; i <= CBAD_CALIB_BINS; i += i & -i)
-		c->tree[i] = (uint16_t)(c->tree[i] + delta);
 }
 
-/* Number of statistics in bins 0..bin. */
-static unsigned tree_prefix(const cbad_values_calib *c, int bin)
+/* Number of statistics in the bins above bin: the counts of the shorter side are summed (at
+ * most 64 small integers, which the compiler vectorises; a Fenwick tree cost two 8-step
+ * updates per insert and 258 bytes for about the same query). Exact. */
+static unsigned count_above(const cbad_values_calib *c, int bin)
 {
 	unsigned s = 0;
 
-	for (int i = bin + 1; i > 0; i -= i & -i)
-		s += c->tree[i];
-	return s;
+	if (bin >= CBAD_CALIB_BINS / 2) {
+		for (int i = bin + 1; i < CBAD_CALIB_BINS; i++)
+			s += c->count[i];
+		return s;
+	}
+	for (int i = 0; i <= bin; i++)
+		s += c->count[i];
+	return c->n - s;
 }
 
 void cbad_values_calib_init(cbad_values_calib *c)
@@ -110,7 +115,7 @@ bool cbad_values_calib_ready(const cbad_values_calib *c)
 static double calib_p(const cbad_values_calib *c, double stat, bool logp)
 {
 	double u, ge, p;
-	unsigned below, inbin, n = c->n;
+	unsigned above, inbin, n = c->n;
 	int b;
 
 	if (n == 0)
@@ -119,7 +124,7 @@ static double calib_p(const cbad_values_calib *c, double stat, bool logp)
 		stat = 0;
 	b = stat_bin(stat);
 	inbin = c->count[b];
-	below = tree_prefix(c, b) - inbin;
+	above = count_above(c, b);
 	{
 		/* the share of the bin above stat: statistics spread evenly within a bin */
 		double frac = b + 1 < CBAD_CALIB_BINS ?
@@ -130,7 +135,7 @@ static double calib_p(const cbad_values_calib *c, double stat, bool logp)
 			frac = 0;
 		if (frac > 1)
 			frac = 1;
-		ge = (double)(n - below - inbin) + frac * (double)inbin;
+		ge = (double)above + frac * (double)inbin;
 	}
 	p = (ge + 1.0) / ((double)n + 1.0);
 	if (ge < CBAD_CALIB_TAIL && n >= CBAD_CALIB_TAIL) {
@@ -205,12 +210,12 @@ void cbad_values_calib_add(cbad_values_calib *c, double stat)
 	int b = stat_bin(stat);
 
 	if (c->n == CBAD_CALIB_WINDOW) {
-		tree_add(c, c->ring[c->pos], -1);
+		bin_add(c, c->ring[c->pos], -1);
 	} else {
 		c->n++;
 	}
 	c->ring[c->pos] = (uint8_t)b;
-	tree_add(c, b, 1);
+	bin_add(c, b, 1);
 	c->pos = (uint16_t)((c->pos + 1) % CBAD_CALIB_WINDOW);
 }
 
@@ -247,9 +252,13 @@ double cbad_values_calib_quantile(const cbad_values_calib *c, double q)
 
 /* ---- long calibrator ---- */
 
+/* past this the weights are divided by scale (about every 180,000 learns at memory 4096) */
+#define CBAD_LCALIB_RESCALE 18446744073709551616.0 /* 2^64 */
+
 void cbad_values_lcalib_init(cbad_values_lcalib *c)
 {
 	memset(c, 0, sizeof(*c));
+	c->scale = 1.0;
 }
 
 bool cbad_values_lcalib_ready(const cbad_values_lcalib *c)
@@ -259,7 +268,7 @@ bool cbad_values_lcalib_ready(const cbad_values_lcalib *c)
 
 double cbad_values_lcalib_p(const cbad_values_lcalib *c, double stat)
 {
-	double ge = 0, inbin, frac, p, n = c->total;
+	double ge = 0, inbin, frac, p, inv = 1.0 / c->scale, n = c->total * inv;
 	int b;
 
 	if (n <= 0)
@@ -269,7 +278,8 @@ double cbad_values_lcalib_p(const cbad_values_lcalib *c, double stat)
 	b = stat_bin(stat);
 	for (int i = b + 1; i < CBAD_CALIB_BINS; i++)
 		ge += c->count[i];
-	inbin = c->count[b];
+	ge *= inv;
+	inbin = c->count[b] * inv;
 	frac = b + 1 < CBAD_CALIB_BINS ? (bin_edge[b + 1] - stat) / (bin_edge[b + 1] - bin_edge[b]) :
 					 0.0;
 	if (frac < 0)
@@ -285,7 +295,7 @@ double cbad_values_lcalib_p(const cbad_values_lcalib *c, double stat)
 		int bm = CBAD_CALIB_BINS - 1;
 
 		for (; bm >= 0; bm--) {
-			double k = c->count[bm];
+			double k = c->count[bm] * inv;
 
 			if (k <= 0)
 				continue;
@@ -330,11 +340,15 @@ void cbad_values_lcalib_learn(cbad_values_lcalib *c, double stat, double p)
 	 * flagging all of it costs more false alarms than it finds (NAB standard 16.5 uncapped,
 	 * 24.9 with 8). */
 	int top = CBAD_CALIB_BINS - 1, bin = stat_bin(stat > 0 ? stat : 0);
-	bool record, skip;
+	bool record = false, skip;
 
-	while (top > 0 && !(c->count[top] > 0))
-		top--;
-	record = p < CBAD_CALIB_SKIP && bin > top;
+	/* the top bin only matters for a record, which needs a small p: found only then (the scan
+	 * over 128 bins was most of a learn) */
+	if (p < CBAD_CALIB_SKIP) {
+		while (top > 0 && !(c->count[top] > 0))
+			top--;
+		record = bin > top;
+	}
 	skip = (p < CBAD_LCALIB_SKIP ||
 		(record && c->record && c->record <= CBAD_LCALIB_RECORD_RUN)) &&
 	       c->skipped < CBAD_CALIB_SKIP_BUDGET;
@@ -343,13 +357,20 @@ void cbad_values_lcalib_learn(cbad_values_lcalib *c, double stat, double p)
 		     (skip ? 1.0f / CBAD_CALIB_SKIP_MEMORY : 0.0f);
 	if (skip)
 		return;
-	c->total = 0;
-	for (int b = 0; b < CBAD_CALIB_BINS; b++) {
-		c->count[b] *= keep;
-		c->total += c->count[b];
+	/* a record that is learned (past the run cap) raises the tail by one bin, not to its full
+	 * height: a growing anomaly (a flatline's statistic climbs into the hundreds) must not set
+	 * the bar for every anomaly of the next CBAD_LCALIB_MEMORY events */
+	if (record && bin > top + 1)
+		bin = top + 1;
+	c->scale /= keep;
+	if (c->scale > CBAD_LCALIB_RESCALE) {
+		for (int b = 0; b < CBAD_CALIB_BINS; b++)
+			c->count[b] /= c->scale;
+		c->total /= c->scale;
+		c->scale = 1.0;
 	}
-	c->count[bin] += 1.0;
-	c->total += 1.0;
+	c->count[bin] += c->scale;
+	c->total += c->scale;
 	if (c->seen < UINT32_MAX)
 		c->seen++;
 }
@@ -359,6 +380,7 @@ void cbad_values_lcalib_save(const cbad_values_lcalib *c, cbad_writer *w)
 	for (int b = 0; b < CBAD_CALIB_BINS; b++)
 		cbad_w_f64(w, c->count[b]);
 	cbad_w_f64(w, c->total);
+	cbad_w_f64(w, c->scale);
 	cbad_w_bytes(w, &c->skipped, sizeof(c->skipped));
 	cbad_w_u32(w, c->seen);
 	cbad_w_u8(w, c->record);
@@ -369,16 +391,19 @@ int cbad_values_lcalib_load(cbad_values_lcalib *c, cbad_reader *r)
 	cbad_values_lcalib t;
 
 	memset(&t, 0, sizeof(t)); /* padding too: a loaded state compares equal */
-	for (int b = 0; b < CBAD_CALIB_BINS; b++) {
+	for (int b = 0; b < CBAD_CALIB_BINS; b++)
 		t.count[b] = cbad_r_f64(r);
-		if (!(t.count[b] >= 0 && t.count[b] <= CBAD_LCALIB_MEMORY + 1.0))
-			return -EINVAL;
-	}
 	t.total = cbad_r_f64(r);
+	t.scale = cbad_r_f64(r);
+	if (!(t.scale >= 1.0 && t.scale <= CBAD_LCALIB_RESCALE / (1.0 - 1.0 / CBAD_LCALIB_MEMORY)))
+		return -EINVAL;
+	for (int b = 0; b < CBAD_CALIB_BINS; b++)
+		if (!(t.count[b] >= 0 && t.count[b] <= (CBAD_LCALIB_MEMORY + 1.0) * t.scale))
+			return -EINVAL;
 	cbad_r_bytes(r, &t.skipped, sizeof(t.skipped));
 	t.seen = cbad_r_u32(r);
 	t.record = cbad_r_u8(r);
-	if (r->failed || !(t.total >= 0 && t.total <= CBAD_LCALIB_MEMORY + 1.0) ||
+	if (r->failed || !(t.total >= 0 && t.total <= (CBAD_LCALIB_MEMORY + 1.0) * t.scale) ||
 	    !(t.skipped >= 0 && t.skipped <= 1))
 		return -EINVAL;
 	*c = t;
@@ -416,7 +441,7 @@ int cbad_values_calib_load(cbad_values_calib *c, cbad_reader *r)
 	for (uint32_t i = 0; i < n; i++) {
 		if (ring[i] >= CBAD_CALIB_BINS)
 			return -EINVAL;
-		tree_add(c, ring[i], 1);
+		bin_add(c, ring[i], 1);
 	}
 	return 0;
 }
@@ -469,7 +494,6 @@ void cbad_values_model_judge(const cbad_values_model *m, double x, cbad_values_j
 {
 	double sig = model_sigma(m);
 	double ps = pred_sigma(m);
-	double af = 1.0 / MODEL_FAST;
 	double fast = m->fast + fast_rate(m) * (x - m->fast);
 
 	j->mean = m->mu;
@@ -478,8 +502,16 @@ void cbad_values_model_judge(const cbad_values_model *m, double x, cbad_values_j
 	j->pred = m->fast;
 	j->pred_sigma = ps;
 	j->z = fabs(x - m->fast) / ps;
-	/* the standard error of an EW mean of rate af over iid values is sigma*sqrt(af/(2-af)) */
-	j->shift = fabs(fast - m->mu) / (sig * sqrt(af / (2.0 - af)));
+	/* A step (a new level that persists) leaves the one-step predictor behind for several
+	 * values: two strange values in a row on the same side. The smaller of the two
+	 * standardised errors is as rare as both (about the square of one's tail for independent
+	 * errors), and stays large while the fast mean catches up; a lone spike gives 0 on the
+	 * next value. The rank calibration absorbs the residual autocorrelation. */
+	{
+		double zs = (x - m->fast) / ps, zq = (double)m->zprev;
+
+		j->shift = zs * zq > 0 ? fmin(fabs(zs), fabs(zq)) : 0.0;
+	}
 	j->run = (m->n > 0 && x == m->last) ? (uint32_t)m->run + 1 : 1;
 }
 
@@ -521,6 +553,7 @@ void cbad_values_model_learn(cbad_values_model *m, double x)
 		}
 		m->rvar = (float)((1.0 - a) * ((double)m->rvar + a * e * e));
 	}
+	m->zprev = (float)((x - m->fast) / pred_sigma(m));
 	m->fast += fast_rate(m) * (x - m->fast);
 	r = x - m->mu;
 	if (m->n >= 8) {
@@ -541,7 +574,7 @@ void cbad_values_model_learn(cbad_values_model *m, double x)
 
 void cbad_values_model_save(const cbad_values_model *m, cbad_writer *w)
 {
-	float f[3] = {m->var, m->res, m->rvar};
+	float f[4] = {m->var, m->res, m->rvar, m->zprev};
 
 	cbad_w_f64(w, m->mu);
 	cbad_w_f64(w, m->fast);
@@ -552,7 +585,7 @@ void cbad_values_model_save(const cbad_values_model *m, cbad_writer *w)
 
 void cbad_values_model_load(cbad_values_model *m, cbad_reader *r)
 {
-	float f[3];
+	float f[4];
 	uint32_t nr;
 
 	m->mu = cbad_r_f64(r);
@@ -563,6 +596,8 @@ void cbad_values_model_load(cbad_values_model *m, cbad_reader *r)
 	m->var = f[0];
 	m->res = f[1];
 	m->rvar = f[2];
+	m->zprev = f[3];
+	m->pad_ = 0;
 	m->n = (uint16_t)(nr & 0xffff);
 	m->run = (uint16_t)(nr >> 16);
 }

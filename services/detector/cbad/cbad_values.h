@@ -23,10 +23,10 @@
 /* Conformal calibrator: the p-value of a statistic is its upper rank among the last
  * CBAD_CALIB_WINDOW statistics of the same kind; past the largest few, an exponential tail
  * fitted on log1p(stat) of the top CBAD_CALIB_TAIL (a peaks-over-threshold fit) gives p-values
- * finer than 1/window. 776 bytes. */
+ * finer than 1/window. 520 bytes: exact integer bin counts, O(1) insert, a rank sums at most
+ * 64 counts. */
 typedef struct cbad_values_calib {
-	uint16_t tree[CBAD_CALIB_BINS + 1]; /* Fenwick tree of bin counts (ranks) */
-	uint16_t count[CBAD_CALIB_BINS];    /* the bin counts themselves (the tail) */
+	uint16_t count[CBAD_CALIB_BINS];    /* statistics per bin (ranks and the tail) */
 	uint8_t ring[CBAD_CALIB_WINDOW];    /* bins of the remembered statistics, oldest at pos */
 	uint16_t pos, n;
 	float skipped; /* EW share of statistics not remembered by _learn */
@@ -62,8 +62,11 @@ int cbad_values_calib_load(cbad_values_calib *c, cbad_reader *r);
  * the detector needs p-values below 1/256 that stay calibrated. 1048 bytes, O(bins) per add. */
 #define CBAD_LCALIB_MEMORY 4096
 typedef struct cbad_values_lcalib {
-	double count[CBAD_CALIB_BINS]; /* decayed weights of the bins, newest weight 1 */
+	/* decayed weights of the bins and their sum, both times scale: the newest statistic adds
+	 * scale, and decay is scale /= keep, so a learn is O(1) instead of one multiply per bin */
+	double count[CBAD_CALIB_BINS];
 	double total;
+	double scale; /* >= 1, renormalised to 1 past CBAD_LCALIB_RESCALE */
 	float skipped; /* EW share of statistics not remembered */
 	uint32_t seen;
 	uint8_t record; /* consecutive records with p < CBAD_CALIB_SKIP so far */
@@ -86,20 +89,24 @@ int cbad_values_lcalib_load(cbad_values_lcalib *c, cbad_reader *r);
  * variance (memory ~128 values), a fast EW mean (~8 values) that predicts the next value, the
  * EW variance of that prediction's error (spikes are judged against the prediction, so a slow
  * cycle or autocorrelated noise does not hide them), the last value and its run length for
- * flatlines. 40 bytes. */
+ * flatlines, and the previous value's standardised prediction error (a step is two strange
+ * values in a row on the same side). 48 bytes. */
 typedef struct cbad_values_model {
 	double mu, fast, last;
 	float var, res;
 	float rvar; /* EW variance of the one-step prediction error x - fast */
+	float zprev; /* the previous value's signed prediction error, in prediction sigmas */
 	uint16_t n; /* saturates at 65535 */
 	uint16_t run;
+	uint32_t pad_; /* always 0: no uninitialised padding in a saved or compared state */
 } cbad_values_model;
 
 /* What a model says about a value, before learning it. */
 typedef struct cbad_values_judgement {
 	double z;     /* |x - prediction| / sigma of the prediction error */
 	double pred, pred_sigma;
-	double shift; /* |fast mean with x - mean| / its standard error */
+	double shift; /* level step: the smaller of |this| and |the previous| standardised
+		       * prediction error when both lie on the same side, else 0 */
 	uint32_t run; /* x equals the previous value run-1 times in a row */
 	double mean, sigma;
 	double fast; /* the fast mean including x */
