@@ -301,6 +301,45 @@ START_TEST(test_set_sensitivity_and_memory)
 }
 END_TEST
 
+/* A drift of the mix (a rare template becomes the majority for a while): the window is the
+ * anomaly, so its other events are flagged too; once the mix is back and the window has
+ * moved on (its newest step is back to the usual mix), nothing is flagged as a window. */
+START_TEST(test_drift_window_flagged)
+{
+	cbad_detector *d = new_default(0.5);
+	char buf[256];
+	cbad_result r;
+	int window_other = 0, window_after = 0, window_before = 0;
+
+	rng = 77;
+	for (int i = 0; i < 6000; i++) {
+		bool drifting = i >= 3000 && i < 3400;
+		bool rare = next() % 100 < (drifting ? 70u : 5u);
+		size_t len;
+
+		if (rare)
+			len = (size_t)snprintf(buf, sizeof(buf),
+					       "{\"level\":\"WARN\",\"msg\":\"cache miss for key %u\"}",
+					       next() % 50);
+		else
+			len = (size_t)snprintf(buf, sizeof(buf),
+					       "{\"level\":\"INFO\",\"msg\":\"request served in %u ms\"}",
+					       next() % 50);
+		ck_assert_int_eq(cbad_detector_process(d, buf, len, 1710248400000 + i * 100LL, &r), 0);
+		if (!r.anomaly || r.kind != CBAD_KIND_WINDOW)
+			continue;
+		ck_assert_uint_gt(r.window_events, 0);
+		window_before += i < 3000;
+		window_other += drifting && !rare;
+		window_after += i >= 3400 + 100;
+	}
+	ck_assert_int_eq(window_before, 0);
+	ck_assert_int_gt(window_other, 10);
+	ck_assert_int_eq(window_after, 0);
+	cbad_detector_free(d);
+}
+END_TEST
+
 START_TEST(test_bad_settings_refused)
 {
 	cbad_settings s;
@@ -332,6 +371,7 @@ int main(void)
 	tcase_add_test(tc, test_state_round_trip);
 	tcase_add_test(tc, test_sensitivity_monotone);
 	tcase_add_test(tc, test_set_sensitivity_and_memory);
+	tcase_add_test(tc, test_drift_window_flagged);
 	tcase_add_test(tc, test_bad_settings_refused);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);

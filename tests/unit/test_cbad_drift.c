@@ -129,6 +129,29 @@ START_TEST(test_mix_shift_found)
 }
 END_TEST
 
+/* The share of the drifting template among the newest events: by hand. */
+START_TEST(test_recent_share)
+{
+	cbad_drift *d;
+	cbad_drift_report rep, last = {0};
+	int64_t ts = 0;
+
+	ck_assert_int_eq(cbad_drift_new(64, 256, &d), 0);
+	for (int i = 0; i < 400; i++)
+		cbad_drift_observe(d, 1, ts++, true, &rep);
+	for (int i = 0; i < 32; i++)
+		if (cbad_drift_observe(d, 2, ts++, true, &rep))
+			last = rep;
+	/* The window holds 32 events of template 1, then 32 of template 2. */
+	ck_assert_double_eq_tol(last.top_share, 0.5, 1e-12);
+	ck_assert_double_eq_tol(cbad_drift_recent_share(d, last.top_bucket, 16), 1.0, 1e-12);
+	ck_assert_double_eq_tol(cbad_drift_recent_share(d, last.top_bucket, 48), 32.0 / 48, 1e-12);
+	ck_assert_double_eq_tol(cbad_drift_recent_share(d, last.top_bucket, 1000), 0.5, 1e-12);
+	ck_assert_double_eq_tol(cbad_drift_recent_share(d, last.top_bucket, 0), 0.0, 1e-12);
+	cbad_drift_free(d);
+}
+END_TEST
+
 START_TEST(test_state_round_trip)
 {
 	cbad_drift *a, *b;
@@ -177,6 +200,7 @@ int main(void)
 	tcase_add_test(tc, test_ncd_by_hand);
 	tcase_add_test(tc, test_entropy_by_hand);
 	tcase_add_test(tc, test_mix_shift_found);
+	tcase_add_test(tc, test_recent_share);
 	tcase_add_test(tc, test_state_round_trip);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);

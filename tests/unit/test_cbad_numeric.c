@@ -363,6 +363,85 @@ START_TEST(test_determinism_and_state)
 }
 END_TEST
 
+/* A route-like context: three endpoints with ids in their paths, each at its own latency. */
+static size_t route_step(cbad_numeric *n, gen *g, int i, int route, double ms,
+			 cbad_chan_signal *out, size_t max)
+{
+	static const char *const fmt[] = {"/api/orders/%u", "/api/items/SKU-%u",
+					  "/api/users/%u/prefs?x=%u"};
+	char path[64], buf[256];
+	unsigned id = (unsigned)(u01(g) * 1e6);
+	int len;
+	cbad_event_view v;
+
+	snprintf(path, sizeof(path), fmt[route], id, id % 7);
+	len = snprintf(buf, sizeof(buf), "{\"ts\":\"t%d\",\"path\":\"%s\",\"ms\":%.1f}", i,
+		       path, ms);
+	v = (cbad_event_view){.raw = buf, .len = (size_t)len,
+			      .ts_ms = 1700000000000LL + i * 500, .template_id = 7};
+	return cbad_numeric_observe(n, &v, true, out, max);
+}
+
+static double route_ms(gen *g, int route)
+{
+	static const double level[] = {40, 400, 100};
+
+	return level[route] * exp(0.15 * gauss(g));
+}
+
+START_TEST(test_context_values)
+{
+	cbad_numeric *a = make(), *c = make();
+	gen g = {0xfeed};
+	cbad_chan_signal s[8], s3[8];
+	const cbad_chan_signal *x;
+	cbad_writer w = {0};
+	cbad_reader r;
+	size_t k;
+	int i = 0, hits = 0;
+
+	for (; i < 3000; i++)
+		route_step(a, &g, i, i % 3, route_ms(&g, i % 3), s, 8);
+	/* the state round trip keeps the context models */
+	cbad_numeric_save(a, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_numeric_load(c, &r), 0);
+	ck_assert_uint_eq(r.off, w.len);
+	for (int j = 0; j < 200; j++, i++) {
+		gen g3 = g;
+		size_t k1 = route_step(a, &g, i, i % 3, route_ms(&g, i % 3), s, 8);
+		size_t k3 = route_step(c, &g3, i, i % 3, route_ms(&g3, i % 3), s3, 8);
+
+		ck_assert_uint_eq(k1, k3);
+		ck_assert(memcmp(s, s3, k1 * sizeof(s[0])) == 0);
+	}
+	/* orders (usually 40 ms) at 400 ms: ordinary for the stream (items take 400), not for
+	 * the orders route; the context is the path with its ids masked, and its models belong
+	 * to the value kind */
+	k = route_step(a, &g, i++, 0, 400.0, s, 8);
+	x = named(s, k, "value:path:ms");
+	ck_assert_ptr_nonnull(x);
+	ck_assert_int_eq(x->kind, CBAD_KIND_VALUE);
+	ck_assert_str_eq(x->entity_field, "path");
+	ck_assert_double_lt(x->p_value, 1e-3);
+	ck_assert_str_eq(x->entity_value, "/api/orders/#");
+	ck_assert_ptr_eq(x, &s[0]);
+	/* and normal traffic rarely sets it off */
+	for (int j = 0; j < 2000; j++, i++) {
+		k = route_step(a, &g, i, i % 3, route_ms(&g, i % 3), s, 8);
+		x = named(s, k, "value:path:");
+		hits += x && x->p_value < 1e-3;
+		x = named(s, k, "shift:path:");
+		hits += x && x->p_value < 1e-3;
+	}
+	ck_assert_int_le(hits, 6);
+	cbad_writer_free(&w);
+	cbad_numeric_free(a);
+	cbad_numeric_free(c);
+}
+END_TEST
+
 START_TEST(test_plain_lines_and_flatline)
 {
 	cbad_numeric *n = make();
@@ -416,6 +495,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_calibration);
 	tcase_add_test(tc, test_determinism_and_state);
 	tcase_add_test(tc, test_plain_lines_and_flatline);
+	tcase_add_test(tc, test_context_values);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -167,6 +167,31 @@ START_TEST(test_lcalib)
 }
 END_TEST
 
+/* A learned record is clipped to one bin above the top only when asked: unclipped, a lasting
+ * new level (a step, past the run of left-out records) becomes the norm at its own height. */
+START_TEST(test_lcalib_clip)
+{
+	cbad_values_lcalib c[2];
+
+	for (int k = 0; k < 2; k++) {
+		cbad_values_lcalib_init(&c[k]);
+		for (long i = 0; i < 20000; i++) {
+			double x = fabs(gauss());
+
+			cbad_values_lcalib_learn_clip(&c[k], x, cbad_values_lcalib_p(&c[k], x), k == 1);
+		}
+		/* past the records left out (the skip budget, about 2 % of 2048) */
+		for (int i = 0; i < 56; i++)
+			cbad_values_lcalib_learn_clip(&c[k], 30.0, cbad_values_lcalib_p(&c[k], 30.0),
+						      k == 1);
+	}
+	/* unclipped: 30 is now within the remembered statistics */
+	ck_assert_double_gt(cbad_values_lcalib_p(&c[0], 30.0), 2e-4);
+	/* clipped: the tail grew by a bin per learned record, 30 stays far beyond it */
+	ck_assert_double_lt(cbad_values_lcalib_p(&c[1], 30.0), 1e-4);
+}
+END_TEST
+
 START_TEST(test_calib_learn_budget)
 {
 	cbad_values_calib c;
@@ -287,6 +312,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_calib_exchangeable);
 	tcase_add_test(tc, test_calib_logp);
 	tcase_add_test(tc, test_lcalib);
+	tcase_add_test(tc, test_lcalib_clip);
 	tcase_add_test(tc, test_calib_learn_budget);
 	tcase_add_test(tc, test_model_spike_and_shift);
 	tcase_add_test(tc, test_runs);

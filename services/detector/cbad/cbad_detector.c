@@ -21,14 +21,14 @@
 #include "services/detector/cbad/cbad_signal.h"
 
 #define STATE_MAGIC "CBAD"
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define STATE_MAX_RAW (64u << 20)
 #define NOVELTY_HISTORY 1000     /* normal novelty scores the p-value ranks against */
 #define NOVELTY_MIN_SCALE 8.0    /* bits: floor of the tail scale beyond the largest score */
 #define REGIME_EMA (1.0 / 32)    /* smoothing of the share of recent novelty anomalies */
 #define REGIME_SHARE 0.5         /* above it, anomalies are a new normal and are learned */
-#define DRIFT_OVERREP 3.0        /* a drift flags events of templates this over-represented ... */
-#define DRIFT_SHARE 0.25          /* ... that make up at least this share of the window */
+#define DRIFT_OVERREP 3.0        /* a drift's top template is this over-represented ... */
+#define DRIFT_SHARE 0.25         /* ... and makes up this share of the newest step (window / 4) */
 #define DRIFT_PENALTY 10.0       /* windows overlap: a window's p-value is multiplied by this */
 #define DRIFT_REPORT_P 0.1       /* a drift is reported while its penalised p-value is below */
 /* What the detector learns must not depend on the sensitivity, so that a higher sensitivity
@@ -372,7 +372,7 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 	cbad_chan_signal sig[MAX_SIGNALS];
 	size_t nsig = 0, clen, best = 0;
 	uint64_t tmpl;
-	double bits, p_nov = 1.0, pmin = 1.0, pc, share = 0;
+	double bits, p_nov = 1.0, pmin = 1.0, pc;
 	bool calibrating, nov_flag, learn, have_dict;
 	unsigned kinds = 0, nk = 0;
 	cbad_drift_report rep;
@@ -424,8 +424,15 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 			rep.start_ts = d->drift_rep.start_ts;
 		d->drift_rep = rep;
 	}
-	if (d->drift_active && cbad_drift_overrep(d->drift, tmpl, &share) >= DRIFT_OVERREP &&
-	    share >= DRIFT_SHARE) {
+	/* The window is the anomaly, so every event of a drifting window is flagged, whatever
+	 * its template; for as long as the drift's template still holds its share of the newest
+	 * events, so that the episode ends when the mix returns and not a whole window later. A
+	 * permanent change ends too: once its events leave the window they join the drift's
+	 * baseline, and the window no longer differs from it. */
+	if (d->drift_active &&
+	    d->drift_rep.top_share >= DRIFT_OVERREP * d->drift_rep.top_base_share &&
+	    cbad_drift_recent_share(d->drift, d->drift_rep.top_bucket, d->s.window_events / 4) >=
+		    DRIFT_SHARE) {
 		cbad_chan_signal *s = &sig[nsig++];
 
 		memset(s, 0, sizeof(*s));
@@ -583,6 +590,7 @@ int cbad_detector_save(const cbad_detector *d, void **ret_buf, size_t *ret_len, 
 	cbad_w_i64(&w, d->drift_rep.end_ts);
 	cbad_w_f64(&w, d->drift_rep.top_share);
 	cbad_w_f64(&w, d->drift_rep.top_base_share);
+	cbad_w_u32(&w, d->drift_rep.top_bucket);
 	/* The baseline ring, oldest first, and the dictionary the current CDict was built from. */
 	lin = malloc(d->bused ? d->bused : 1);
 	if (!lin)
@@ -692,6 +700,9 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 	d->drift_rep.end_ts = cbad_r_i64(&r);
 	d->drift_rep.top_share = cbad_r_f64(&r);
 	d->drift_rep.top_base_share = cbad_r_f64(&r);
+	d->drift_rep.top_bucket = cbad_r_u32(&r);
+	if (d->drift_rep.top_bucket >= CBAD_DRIFT_BUCKETS)
+		goto out_corrupt;
 	nb = cbad_r_count(&r, s.baseline_events);
 	for (uint32_t k = 0; k < nb && !r.failed; k++) {
 		uint32_t slot;

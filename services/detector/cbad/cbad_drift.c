@@ -121,6 +121,7 @@ bool cbad_drift_observe(cbad_drift *d, uint64_t template_id, int64_t ts_ms, bool
 			best = w / q;
 			out->top_share = w;
 			out->top_base_share = q;
+			out->top_bucket = i;
 		}
 	}
 	out->kl_bits = kl > 0 ? kl : 0;
@@ -149,6 +150,19 @@ double cbad_drift_overrep(const cbad_drift *d, uint64_t template_id, double *ret
 		return 0;
 	*ret_share = (double)d->win_count[b] / d->win_n;
 	return *ret_share / base_share(d, b);
+}
+
+double cbad_drift_recent_share(const cbad_drift *d, uint32_t bucket, uint32_t n)
+{
+	uint32_t hits = 0;
+
+	if (n > d->win_n)
+		n = d->win_n;
+	if (n == 0)
+		return 0;
+	for (uint32_t k = d->win_n - n; k < d->win_n; k++)
+		hits += d->win[(d->win_head + k) % d->window].bucket == bucket;
+	return (double)hits / n;
 }
 
 static size_t csize(ZSTD_CCtx *cc, const void *p, size_t n, int level)

@@ -20,6 +20,7 @@ typedef struct cbad_drift_report {
 	uint32_t events; /* window length */
 	int64_t start_ts, end_ts;
 	double top_share, top_base_share; /* most over-represented template: window vs baseline */
+	uint32_t top_bucket;              /* ... its bucket */
 } cbad_drift_report;
 
 /* Creates a drift channel: windows of window events, judged every step events against the
@@ -39,6 +40,10 @@ void cbad_drift_verdict(cbad_drift *d, const cbad_drift_report *rep, bool drift)
 /* How much more often the template occurs in the window than in the baseline (>= 0); its
  * share of the window goes to *ret_share. */
 double cbad_drift_overrep(const cbad_drift *d, uint64_t template_id, double *ret_share);
+
+/* The share of template bucket among the last n events of the window (n is clamped to the
+ * window's length; 0 for an empty window). O(n). */
+double cbad_drift_recent_share(const cbad_drift *d, uint32_t bucket, uint32_t n);
 
 /* Compression metrics, computed with zstd at level on whole buffers (no frame checksum or
  * content size). NCD(x,y) = (C(xy) - min(C(x),C(y))) / max(C(x),C(y)); 0 for two empty inputs. */

@@ -37,7 +37,13 @@ struct cbad_entity {
 	cbad_values_runs runs[CBAD_ENTITY_MAX_VALUES];
 	cbad_values_calib rate_cal, hour_cal;
 	double stream_hours[24], stream_hours_n;
+	bool values_only; /* spike and step of the values only: no rate, hours or runs */
 };
+
+void cbad_entity_set_values_only(cbad_entity *e)
+{
+	e->values_only = true;
+}
 
 int cbad_entity_new(uint32_t max_entities, size_t nvalues, cbad_entity **ret)
 {
@@ -232,10 +238,12 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 			models = &e->models[(size_t)idx * e->nvalues];
 	}
 
-	/* rate: the entity's share of the stream's recent events */
-	rstat = cbad_rate_ew_burst(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG, prior, &obs,
-				   &ex);
-	if (cbad_values_calib_ready(&e->rate_cal)) {
+	/* rate: the entity's share of the stream's recent events (a values-only table has none) */
+	rstat = 0;
+	if (!e->values_only)
+		rstat = cbad_rate_ew_burst(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG, prior,
+					   &obs, &ex);
+	if (!e->values_only && cbad_values_calib_ready(&e->rate_cal)) {
 		rp = cbad_values_calib_p_logp(&e->rate_cal, rstat);
 		if (k < max) {
 			cbad_entity_signal *s = &out[k++];
@@ -253,7 +261,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	}
 
 	/* hour of day against the entity's own profile */
-	hour_ok = judge_hour && hour >= 0 && hour < 24 && x->n >= CBAD_ENTITY_MIN_HOURS &&
+	hour_ok = !e->values_only && judge_hour && hour >= 0 && hour < 24 && x->n >= CBAD_ENTITY_MIN_HOURS &&
 		  e->stream_hours_n >= HOUR_STREAM_MIN;
 	if (hour_ok) {
 		hstat = stat_of_p(hour_p(e, x, hour));
@@ -332,7 +340,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 			}
 		}
 		/* an entity whose value never changed (res == 0) repeating it is its normal */
-		if (j.run >= 3 && m->res > 0 && cbad_values_runs_testable(&e->runs[v]) && k < max) {
+		if (!e->values_only && j.run >= 3 && m->res > 0 && cbad_values_runs_testable(&e->runs[v]) && k < max) {
 			cbad_entity_signal *s = &out[k++];
 
 			memset(s, 0, sizeof(*s));
@@ -351,14 +359,16 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	if (idx == UINT32_MAX)
 		return k;
 	if (!learn) {
-		cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+		if (!e->values_only)
+			cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
 		x->seen = now;
 		return k;
 	}
 
 	/* learn: the pooled calibrators (strange statistics are not taken as normal), then the
 	 * entity's own models */
-	cbad_values_calib_learn(&e->rate_cal, rstat, rp);
+	if (!e->values_only)
+		cbad_values_calib_learn(&e->rate_cal, rstat, rp);
 	if (hour_ok)
 		cbad_values_calib_learn(&e->hour_cal, hstat, hp);
 	for (uint32_t v = 0; models && v < e->nvalues; v++) {
@@ -374,11 +384,12 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 		}
 		prev_run = m->n > 0 ? m->run : 0;
 		run = (m->n > 0 && x1 == m->last) ? prev_run + 1 : 1;
-		if (m->n > 0)
+		if (m->n > 0 && !e->values_only)
 			cbad_values_runs_learn(&e->runs[v], prev_run, run);
 		cbad_values_model_learn(m, x1);
 	}
-	cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+	if (!e->values_only)
+		cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
 	if (hour >= 0 && hour < 24) {
 		if (x->hours[hour] >= HOURS_CAP)
 			for (int i = 0; i < 24; i++)

@@ -64,6 +64,11 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 			   const double *values, int hour, bool judge_hour, uint64_t now, bool learn,
 			   cbad_entity_signal *out, size_t max);
 
+/* Makes e judge and learn its entities' values only (spike and step: no rate, hour or
+ * flatline tests, none of their learning): for contexts, whose share of events and runs say
+ * nothing about who acts. Call once, right after cbad_entity_new(). */
+void cbad_entity_set_values_only(cbad_entity *e);
+
 /* The label of the entity last observed (valid until the next call). */
 const char *cbad_entity_last_label(const cbad_entity *e);
 

@@ -40,6 +40,11 @@
  * distinct values (who acts usually has more values than what is done), at most
  * HEURISTIC_MAX_ENTITY of them. Fields of any type with 2..CAT_MAX_DISTINCT distinct values in
  * >= 20 % of events become rate kinds ("status=500").
+ *
+ * One context field (a route: a string field whose values take a few shapes once the tokens
+ * holding digits are masked, see heur_decide) gets value models per shape, in a values-only
+ * entity table one past the entity fields; its tests belong to the value kind. See
+ * docs/algorithm-numeric.md, "Contexts".
  */
 
 #define MAX_SCAN 64              /* JSON fields looked at per event */
@@ -59,7 +64,11 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x354d554eu    /* "NUM5": rate tables without label text */
+#define STATE_TAG 0x364d554eu    /* "NUM6": context value models */
+#define CTX_MAX_SHAPES 32        /* context field: at most this many value shapes */
+#define CTX_MAX_CONTEXTS 32      /* context models kept (least recently seen evicted): as many
+				  * shapes as the heuristic allows */
+#define CTX_WEAK_P 0.1           /* context tests weaker than this are counted, not carried */
 #define MAX_CAND 96
 #define HOUR_SPAN_MS (2 * 86400000LL) /* history needed before hours of day are judged */
 
@@ -83,6 +92,8 @@ typedef struct hcand {
 	uint64_t hash;
 	uint32_t present, nstrings, nspaced, nvals;
 	hval vals[HEURISTIC_EVENTS];
+	uint32_t nshapes; /* distinct shapes of its string values; CTX_MAX_SHAPES + 1 = too many */
+	uint32_t shapes[CTX_MAX_SHAPES];
 } hcand;
 
 /* A test made on this event, before it becomes a cbad_chan_signal. */
@@ -135,6 +146,9 @@ struct cbad_numeric {
 	uint64_t ent_hash[CBAD_MAX_ENTITY_FIELDS];
 	cbad_entity *ent[CBAD_MAX_ENTITY_FIELDS];
 	char ent_label[CBAD_MAX_ENTITY_FIELDS][CBAD_ENTITY_LABEL_MAX];
+	/* the context field (0 or 1 of it): its value models per shape of the field's value live
+	 * in ent[nent] and are named ent_name[nent] (one past the entity fields) */
+	uint32_t nctx;
 
 	uint32_t ncat;
 	char cat_name[MAX_CAT][CBAD_FIELD_NAME_MAX];
@@ -353,6 +367,54 @@ size_t cbad_numeric_last_tests(const cbad_numeric *n)
 
 /* ---- the heuristic ---- */
 
+/* The shape of a string value: a token (a run of letters and digits) that holds a digit
+ * becomes '#', and from '?' on (a query string) nothing counts: "/api/v1/orders/4940649" and
+ * "/api/v1/orders/17?x=1" are both "/api/v#/orders/#". Returns its hash; writes the shape
+ * (truncated) into label when label is not NULL. */
+static uint64_t shape_hash(const char *s, size_t len, char *label, size_t cap)
+{
+	uint64_t h = CBAD_JSON_HASH_INIT;
+	size_t o = 0;
+
+	for (size_t i = 0; i < len && s[i] != '?';) {
+		unsigned char c = (unsigned char)s[i];
+		bool alnum = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+		size_t j = i;
+		bool digit = false;
+
+		if (!alnum) {
+			h = (h ^ c) * 1099511628211ULL;
+			if (label && o + 1 < cap)
+				label[o++] = (char)c;
+			i++;
+			continue;
+		}
+		for (; j < len; j++) {
+			unsigned char d = (unsigned char)s[j];
+
+			if (d >= '0' && d <= '9')
+				digit = true;
+			else if (!((d | 0x20) >= 'a' && (d | 0x20) <= 'z'))
+				break;
+		}
+		if (digit) {
+			h = (h ^ '#') * 1099511628211ULL;
+			if (label && o + 1 < cap)
+				label[o++] = '#';
+		} else {
+			for (size_t k = i; k < j; k++) {
+				h = (h ^ (unsigned char)s[k]) * 1099511628211ULL;
+				if (label && o + 1 < cap)
+					label[o++] = s[k];
+			}
+		}
+		i = j;
+	}
+	if (label && cap)
+		label[o] = '\0';
+	return h;
+}
+
 static void heur_watch(cbad_numeric *n, const cbad_json_field *f, size_t nf)
 {
 	uint32_t t = n->heur_n;
@@ -394,6 +456,19 @@ static void heur_watch(cbad_numeric *n, const cbad_json_field *f, size_t nf)
 			c->vals[j].last = (uint16_t)t;
 			c->vals[j].count++;
 		}
+		if (f[i].type == CBAD_JSON_STRING && c->nshapes <= CTX_MAX_SHAPES) {
+			uint32_t sh = (uint32_t)shape_hash(f[i].str, f[i].str_len, NULL, 0);
+			uint32_t j;
+
+			for (j = 0; j < c->nshapes; j++)
+				if (c->shapes[j] == sh)
+					break;
+			if (j == c->nshapes) {
+				if (c->nshapes < CTX_MAX_SHAPES)
+					c->shapes[j] = sh;
+				c->nshapes++;
+			}
+		}
 	}
 }
 
@@ -424,8 +499,14 @@ static int make_who(cbad_numeric *n)
 static int make_entities(cbad_numeric *n)
 {
 	n->nent_values = n->nvalues < CBAD_ENTITY_MAX_VALUES ? n->nvalues : CBAD_ENTITY_MAX_VALUES;
-	for (uint32_t i = 0; i < n->nent; i++) {
-		int rc = cbad_entity_new(n->s.max_entities, n->nent_values, &n->ent[i]);
+	if (n->nent_values == 0)
+		n->nctx = 0;
+	for (uint32_t i = 0; i < n->nent + n->nctx; i++) {
+		uint32_t cap = i < n->nent ? (uint32_t)n->s.max_entities : CTX_MAX_CONTEXTS;
+		int rc = cbad_entity_new(cap, n->nent_values, &n->ent[i]);
+
+		if (rc == 0 && i >= n->nent)
+			cbad_entity_set_values_only(n->ent[i]);
 
 		if (rc < 0)
 			return rc;
@@ -467,6 +548,35 @@ static void heur_decide(cbad_numeric *n)
 			taken[best] = true;
 			join4(n->ent_name[n->nent], CBAD_FIELD_NAME_MAX, n->cands[best].name, NULL, NULL, NULL);
 			n->ent_hash[n->nent++] = n->cands[best].hash;
+		}
+	}
+	/* the context field: a string field, not an entity, present in >= 80 % of events, not
+	 * text, whose values take 2..CTX_MAX_SHAPES shapes once ids are masked, and at least twice
+	 * as many raw values (ids inside a few fixed forms: a route, a resource path); the most
+	 * shapes first (the finest split), then the most present. Measured: plain categorical
+	 * contexts (a currency, a model name) cost more than they found */
+	if (n->nent < CBAD_MAX_ENTITY_FIELDS) {
+		int best = -1;
+
+		for (uint32_t i = 0; i < n->ncands; i++) {
+			const hcand *c = &n->cands[i];
+			bool is_ent = false;
+
+			for (uint32_t e = 0; e < n->nent; e++)
+				is_ent |= n->ent_hash[e] == c->hash;
+			if (is_ent || c->nstrings != c->present || c->present * 5 < N * 4 ||
+			    c->nspaced * 10 > c->present || c->nshapes < 2 || c->nshapes > CTX_MAX_SHAPES ||
+			    c->nvals < 2 * c->nshapes)
+				continue;
+			if (best < 0 || c->nshapes > n->cands[best].nshapes ||
+			    (c->nshapes == n->cands[best].nshapes && c->present > n->cands[best].present))
+				best = (int)i;
+		}
+		if (best >= 0) {
+			join4(n->ent_name[n->nent], CBAD_FIELD_NAME_MAX, n->cands[best].name, NULL, NULL,
+			      NULL);
+			n->ent_hash[n->nent] = n->cands[best].hash;
+			n->nctx = 1;
 		}
 	}
 	/* kinds: most present first */
@@ -552,7 +662,8 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 
 	switch (c->what) {
 	case W_SPIKE:
-		join4(out, cap, c->ent >= 0 ? "entity:" : "value:", ef, sep, vf);
+		join4(out, cap, c->ent >= 0 && (uint32_t)c->ent < n->nent ? "entity:" : "value:", ef, sep,
+		      vf);
 		break;
 	case W_SHIFT:
 		join4(out, cap, "shift:", ef, sep, vf);
@@ -627,7 +738,7 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 	}
 }
 
-static void cand_signal(const cbad_numeric *n, const cand *c, cbad_chan_signal *s)
+static void cand_signal(const cbad_numeric *n, const cand *c, cbad_chan_signal *s, bool detail)
 {
 	static const cbad_kind kinds[NK] = {CBAD_KIND_VALUE, CBAD_KIND_ENTITY, CBAD_KIND_RATE};
 
@@ -660,7 +771,7 @@ static void cand_signal(const cbad_numeric *n, const cand *c, cbad_chan_signal *
 		copy_trunc(s->entity_value, sizeof(s->entity_value), n->rate_label[S_WHO],
 			   strlen(n->rate_label[S_WHO]));
 	}
-	if (c->p < DETAIL_P)
+	if (detail && c->p < DETAIL_P)
 		cand_detail(n, c, s->detail, sizeof(s->detail));
 }
 
@@ -755,7 +866,7 @@ static const cbad_json_field *find_field(const cbad_json_field *f, size_t nf, ui
 
 static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 			     const cbad_event_view *ev, bool learn, const double *evals, cand *cs,
-			     size_t *nc)
+			     size_t *nc, size_t *nweak)
 {
 	int hour = -1;
 	/* hours are judged once the stream's history spans HOUR_SPAN_MS: before that, every new
@@ -764,24 +875,57 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 
 	if (ev->ts_ms > 0)
 		hour = (int)((ev->ts_ms / 3600000) % 24);
-	for (uint32_t e = 0; e < n->nent; e++) {
+	for (uint32_t e = 0; e < n->nent + n->nctx; e++) {
 		const cbad_json_field *ef = find_field(f, nf, n->ent_hash[e]);
 		cbad_entity_signal es[3 + 3 * CBAD_ENTITY_MAX_VALUES];
 		size_t k;
 		uint64_t key;
+		bool ctx = e >= n->nent;
 
 		n->ent_label[e][0] = '\0';
-		if (!ef || !n->ent[e] || ef->str_len == 0)
+		if (!ef || !n->ent[e] || ef->str_len == 0 || (ctx && ef->type != CBAD_JSON_STRING))
 			continue;
-		key = cbad_json_hash(n->ent_hash[e], ef->str, ef->str_len);
-		k = cbad_entity_observe(n->ent[e], key, ef->str, ef->str_len, evals, hour,
-					judge_hour, n->t, learn, es, sizeof(es) / sizeof(es[0]));
-		copy_trunc(n->ent_label[e], CBAD_ENTITY_LABEL_MAX, ef->str, ef->str_len);
+		if (ctx) {
+			/* a context is the value's shape, and only its value models speak: its share
+			 * of events is a kind's rate, and its hours are not who acts. Numeric fields
+			 * that are categorical kinds (status 200/404) are left out: constant within
+			 * a context, any other code would be an infinite z */
+			double cv[CBAD_ENTITY_MAX_VALUES];
+
+			for (uint32_t v = 0; v < n->nent_values; v++) {
+				cv[v] = evals[v];
+				for (uint32_t c = 0; c < n->ncat; c++)
+					if (n->cat_hash[c] == n->v[v].hash)
+						cv[v] = NAN;
+			}
+			key = shape_hash(ef->str, ef->str_len, n->ent_label[e], CBAD_ENTITY_LABEL_MAX) ^
+			      n->ent_hash[e];
+			k = cbad_entity_observe(n->ent[e], key, n->ent_label[e], strlen(n->ent_label[e]),
+						cv, -1, false, n->t, learn, es,
+						sizeof(es) / sizeof(es[0]));
+		} else {
+			key = cbad_json_hash(n->ent_hash[e], ef->str, ef->str_len);
+			k = cbad_entity_observe(n->ent[e], key, ef->str, ef->str_len, evals, hour,
+						judge_hour, n->t, learn, es, sizeof(es) / sizeof(es[0]));
+			copy_trunc(n->ent_label[e], CBAD_ENTITY_LABEL_MAX, ef->str, ef->str_len);
+		}
 		for (size_t i = 0; i < k; i++) {
 			static const uint8_t what[] = {W_SPIKE, W_SHIFT, W_FLAT, W_ERATE, W_EHOUR};
 			bool is_rate = es[i].what == CBAD_ENTITY_RATE;
 			bool has_field = es[i].what <= CBAD_ENTITY_FLAT;
-			cand *c = push(cs, nc, is_rate ? K_RATE : K_ENTITY, what[es[i].what],
+			cand *c;
+
+			/* nor a context's runs: its values come from many sources, interleaved */
+			if (ctx && (!has_field || es[i].what == CBAD_ENTITY_FLAT))
+				continue;
+			/* a weak context test is only counted (for the kind's Bonferroni): it cannot
+			 * be the kind's strongest, and carrying it to the sort and the signal names
+			 * cost a fifth of this module on a stream with contexts */
+			if (ctx && es[i].p_value >= CTX_WEAK_P) {
+				(*nweak)++;
+				continue;
+			}
+			c = push(cs, nc, is_rate ? K_RATE : (ctx ? K_VALUE : K_ENTITY), what[es[i].what],
 				       has_field ? (int)es[i].value_index : -1, (int)e);
 
 			if (!c)
@@ -799,6 +943,7 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 			}
 			if (es[i].what == CBAD_ENTITY_FLAT)
 				c->observed = es[i].run;
+
 		}
 	}
 }
@@ -1079,6 +1224,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	int kbest[NK] = {-1, -1, -1};
 	size_t kcount[NK] = {0};
 	int nf = 0;
+	size_t nweak = 0;
 
 	if (ev->raw && ev->len > 0)
 		nf = cbad_json_scan(ev->raw, ev->len, f, MAX_SCAN);
@@ -1089,13 +1235,14 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 
 	observe_values(n, f, (size_t)nf, learn, cs, &nc, evals);
 	if (n->decided)
-		observe_entities(n, f, (size_t)nf, ev, learn, evals, cs, &nc);
+		observe_entities(n, f, (size_t)nf, ev, learn, evals, cs, &nc, &nweak);
 	observe_rates(n, f, (size_t)nf, ev, learn, cs, &nc);
 	if (n->decided) {
 		observe_ids(n, f, (size_t)nf, learn, cs, &nc);
 		observe_who(n, f, (size_t)nf, learn, cs, &nc);
 	}
-	n->last_tests = nc;
+	n->last_tests = nc + nweak;
+	kcount[K_VALUE] = nweak;
 
 	/* the kind's statistic: -log10 of its smallest p-value plus -log10 of the second smallest
 	 * from another field or test (two tests of a kind that agree, cpu and p99 of one host, a user's burst and its new
@@ -1121,9 +1268,14 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	}
 	for (int k = 0; k < NK; k++) {
 		double st, pk;
+		bool clip;
 
 		if (kcount[k] == 0)
 			continue;
+		/* a record is clipped when it comes from a test whose statistic grows with the
+		 * anomaly's length (a run, a count over a window): not when it comes from a spike or
+		 * step, which judge one or two values (a new level is learned at its height) */
+		clip = kbest[k] < 0 || (cs[kbest[k]].what != W_SPIKE && cs[kbest[k]].what != W_SHIFT);
 		st = stat_of_p(kmin[k]) + stat_of_p(kmin2[k]);
 		/* the power-law tail fit: -log10 of a minimum of heterogeneous p-values has a
 		 * heavier tail than exponential (measured: the exponential fit flagged 0.3-0.7 % of
@@ -1131,7 +1283,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 		pk = cbad_values_lcalib_ready(&n->kind_cal[k]) ? cbad_values_lcalib_p(&n->kind_cal[k], st) :
 								  1.0;
 		if (learn)
-			cbad_values_lcalib_learn(&n->kind_cal[k], st, pk);
+			cbad_values_lcalib_learn_clip(&n->kind_cal[k], st, pk, clip);
 		/* the other tests of the kind: Bonferroni within the kind, never below the kind */
 		for (size_t i = 0; i < nc; i++) {
 			if (cs[i].kind != k)
@@ -1167,7 +1319,9 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 			memmove(&cs[nout + 1], &cs[nout], (best - nout) * sizeof(cand));
 			cs[nout] = tmp;
 		}
-		cand_signal(n, &cs[nout], &out[nout]);
+		/* the text only for the strongest: the only one an explanation can quote (several
+		 * snprintf per event on a busy stream were a tenth of this module) */
+		cand_signal(n, &cs[nout], &out[nout], nout == 0);
 		nout++;
 	}
 
@@ -1194,6 +1348,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 						n->ent[i] = NULL;
 					}
 					n->nent = (uint32_t)n->s.nentity_fields;
+					n->nctx = 0;
 					n->ncat = 0;
 					n->nid = 0;
 					n->nwho = 0;
@@ -1245,6 +1400,9 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 				cbad_w_u32(w, c->vals[j].last);
 				cbad_w_u32(w, c->vals[j].count);
 			}
+			cbad_w_u32(w, c->nshapes);
+			for (uint32_t j = 0; j < c->nshapes && j < CTX_MAX_SHAPES; j++)
+				cbad_w_u32(w, c->shapes[j]);
 		}
 		return;
 	}
@@ -1253,6 +1411,11 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 	for (uint32_t i = 0; i < n->nent; i++) {
 		cbad_w_str(w, n->ent_name[i]);
 		cbad_entity_save(n->ent[i], w);
+	}
+	cbad_w_u32(w, n->nctx);
+	if (n->nctx) {
+		cbad_w_str(w, n->ent_name[n->nent]);
+		cbad_entity_save(n->ent[n->nent], w);
 	}
 	cbad_w_u32(w, n->ncat);
 	for (uint32_t i = 0; i < n->ncat; i++)
@@ -1334,6 +1497,9 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 				c->vals[j].last = (uint16_t)cbad_r_count(r, HEURISTIC_EVENTS);
 				c->vals[j].count = (uint16_t)cbad_r_count(r, HEURISTIC_EVENTS);
 			}
+			c->nshapes = cbad_r_count(r, CTX_MAX_SHAPES + 1);
+			for (uint32_t j = 0; j < c->nshapes && j < CTX_MAX_SHAPES; j++)
+				c->shapes[j] = cbad_r_u32(r);
 		}
 		return r->failed ? -EINVAL : 0;
 	}
@@ -1352,6 +1518,19 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 			if (cbad_entity_new(n->s.max_entities, nev, &n->ent[i]) < 0)
 				return -ENOMEM;
 			if (cbad_entity_load(n->ent[i], r) < 0)
+				return -EINVAL;
+		}
+		n->nctx = cbad_r_count(r, ne < CBAD_MAX_ENTITY_FIELDS ? 1 : 0);
+		if (r->failed || (n->nctx && nev == 0))
+			return -EINVAL;
+		if (n->nctx) {
+			if (!cbad_r_str(r, n->ent_name[ne], CBAD_FIELD_NAME_MAX))
+				return -EINVAL;
+			n->ent_hash[ne] = name_hash(n->ent_name[ne]);
+			if (cbad_entity_new(CTX_MAX_CONTEXTS, nev, &n->ent[ne]) < 0)
+				return -ENOMEM;
+			cbad_entity_set_values_only(n->ent[ne]);
+			if (cbad_entity_load(n->ent[ne], r) < 0)
 				return -EINVAL;
 		}
 		n->ncat = cbad_r_count(r, MAX_CAT);

@@ -29,8 +29,10 @@ int cbad_numeric_new(const cbad_settings *s, cbad_numeric **ret, char *errbuf, s
 /* Judges ev against what was learned so far, then (if learn) learns it. The event is counted
  * in the rate windows (kinds, identifiers, entities) either way: a burst of events the detector
  * does not learn because they are strange must still add up. Writes at most max
- * signals into out, strongest (lowest p_value) first, and returns how many. Signals whose
- * channel has not seen enough history yet are not reported. Deterministic. */
+ * signals into out, strongest (lowest p_value) first, and returns how many. Only the first
+ * (strongest) carries a detail sentence, when its p_value < 0.01; the others' detail is
+ * empty. Signals whose channel has not seen enough history yet are not reported.
+ * Deterministic. */
 size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool learn,
 			    cbad_chan_signal *out, size_t max);
 

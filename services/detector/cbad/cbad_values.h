@@ -81,6 +81,9 @@ double cbad_values_lcalib_p(const cbad_values_lcalib *c, double stat);
 #define CBAD_LCALIB_SKIP 1e-4
 #define CBAD_LCALIB_RECORD_RUN 8
 void cbad_values_lcalib_learn(cbad_values_lcalib *c, double stat, double p);
+/* The same; a record that is learned is clipped to one bin above the current top only when
+ * clip (cbad_values_lcalib_learn clips always): for statistics of a growing anomaly. */
+void cbad_values_lcalib_learn_clip(cbad_values_lcalib *c, double stat, double p, bool clip);
 void cbad_values_lcalib_save(const cbad_values_lcalib *c, cbad_writer *w);
 /* Returns 0 or -EINVAL (r->failed, or a weight out of range). */
 int cbad_values_lcalib_load(cbad_values_lcalib *c, cbad_reader *r);
