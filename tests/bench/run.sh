@@ -27,6 +27,9 @@ fi
 
 TP_CMD="$PIN $BUILD/tests/bench/bench_throughput --repeat $REPEAT --real $DATASETS/streams/web-access.ndjson.gz --markdown"
 Q_CMD="$PIN $BUILD/tests/bench/bench_quality"
+# The commands as written into the document: relative to the repository's root.
+TP_DOC=$(printf '%s' "$TP_CMD" | sed -e "s#$SRC/##g" -e "s#$(dirname "$SRC")/shared/#../shared/#g")
+Q_DOC=$(printf '%s' "$Q_CMD" | sed "s#$SRC/##g")
 Q1_CMD="$PIN $BUILD/tests/bench/bench_quality --nab-reference"
 
 TMP=$(mktemp -d)
@@ -46,7 +49,7 @@ Written by \`tests/bench/run.sh\` (do not edit by hand; re-run it). Honest numbe
 
 - Date: $(date -u +%Y-%m-%dT%H:%M:%SZ)
 - Machine: $(nproc) CPUs online, ${CPU:-unknown CPU}; $(uname -sr)
-- Build: \`$BUILD\` ($(meson introspect --buildoptions "$BUILD" 2>/dev/null | tr ',' '\n' | grep -A3 '"name": "buildtype"' | sed -n 's/.*"value": "\(.*\)".*/\1/p' | head -1)), pinned with \`${PIN:-no taskset}\`
+- Build: \`${BUILD#"$SRC"/}\` ($(meson introspect --buildoptions "$BUILD" 2>/dev/null | tr ',' '\n' | grep -A3 '"name": "buildtype"' | sed -n 's/.*"value": "\(.*\)".*/\1/p' | head -1)), pinned with \`${PIN:-no taskset}\`
 - Source: $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo unknown) plus the working tree at the time of the run
 
 ## driftlock-scan
@@ -75,7 +78,7 @@ driftlock-scan [--sensitivity X] [--baseline N] [--window N] [--hop N] [--level 
 ## Throughput, latency, memory
 
 \`\`\`
-$TP_CMD
+$TP_DOC
 \`\`\`
 
 Per-event scoring (\`cbad_detector_process\`) of one detector at default settings on one core, after
@@ -90,7 +93,7 @@ $(cat "$TMP/tp.md")
 ## Detection quality: datasets/streams and NAB
 
 \`\`\`
-$Q_CMD
+$Q_DOC
 \`\`\`
 
 Per stream, at default settings, scored exactly as \`datasets/streams/README.md\` ("Scoring a
@@ -120,7 +123,7 @@ must score 93.09 / 93.09 / 95.39 with raw 47.3936; \`tests/unit/test_bench_scori
 README's single-file example (-0.337336 / -0.651778 / -1.337336).
 
 \`\`\`
-$Q1_CMD
+$(printf '%s' "$Q1_CMD" | sed "s#$SRC/##g")
 $(cat "$TMP/q1.txt")
 \`\`\`
 HDR

@@ -44,7 +44,7 @@
  * One context field (a route: a string field whose values take a few shapes once the tokens
  * holding digits are masked, see heur_decide) gets value models per shape, in a values-only
  * entity table one past the entity fields; its tests belong to the value kind. See
- * docs/algorithm-numeric.md, "Contexts".
+ * docs/algorithm.md, section 5, "Contexts".
  */
 
 #define MAX_SCAN 64              /* JSON fields looked at per event */

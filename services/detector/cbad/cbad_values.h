@@ -37,7 +37,7 @@ bool cbad_values_calib_ready(const cbad_values_calib *c);
 /* p-value in (0, 1] of stat >= 0 (larger = stranger). Deterministic. */
 double cbad_values_calib_p(const cbad_values_calib *c, double stat);
 /* The same for a statistic that is -log10 of a model's p-value: the tail beyond the largest
- * few is extrapolated exponentially in stat itself (see docs/algorithm-numeric.md). */
+ * few is extrapolated exponentially in stat itself (see docs/algorithm.md, section 5). */
 double cbad_values_calib_p_logp(const cbad_values_calib *c, double stat);
 /* Remembers stat (the oldest is forgotten once the window is full). */
 void cbad_values_calib_add(cbad_values_calib *c, double stat);
