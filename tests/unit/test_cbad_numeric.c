@@ -442,6 +442,80 @@ START_TEST(test_context_values)
 }
 END_TEST
 
+/* A payments-like event: a merchant country (8), its currency (2 countries each), a channel. */
+static size_t pair_step(cbad_numeric *n, gen *g, int i, int country, int currency,
+			cbad_chan_signal *out, size_t max)
+{
+	static const char *const chan[] = {"pos", "ecom", "contactless"};
+	char buf[256];
+	int len = snprintf(buf, sizeof(buf),
+			   "{\"ts\":\"t%d\",\"country\":\"C%d\",\"currency\":\"K%d\","
+			   "\"channel\":\"%s\",\"amount\":%.2f}",
+			   i, country, currency, chan[(int)(u01(g) * 3)], 20 * exp(gauss(g)));
+	cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
+			     .template_id = 9};
+
+	return cbad_numeric_observe(n, &v, true, out, max);
+}
+
+START_TEST(test_pair_values)
+{
+	cbad_numeric *a = make(), *c = make();
+	gen g = {0xabc};
+	cbad_chan_signal s[8], s3[8];
+	const cbad_chan_signal *x;
+	cbad_writer w = {0};
+	cbad_reader r;
+	size_t k;
+	int i = 0, hits = 0;
+
+	for (; i < 4000; i++) {
+		int ct = (int)(u01(&g) * 8);
+
+		pair_step(a, &g, i, ct, ct / 2, s, 8);
+	}
+	/* the state round trip keeps the pair fields, their rates and the sketch */
+	cbad_numeric_save(a, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_numeric_load(c, &r), 0);
+	ck_assert_uint_eq(r.off, w.len);
+	for (int j = 0; j < 200; j++, i++) {
+		gen g3 = g;
+		int ct = (int)(u01(&g) * 8), ct3 = (int)(u01(&g3) * 8);
+		size_t k1 = pair_step(a, &g, i, ct, ct / 2, s, 8);
+		size_t k3 = pair_step(c, &g3, i, ct3, ct3 / 2, s3, 8);
+
+		ck_assert_uint_eq(k1, k3);
+		ck_assert(memcmp(s, s3, k1 * sizeof(s[0])) == 0);
+	}
+	/* a currency never seen with that country; every value is common on its own */
+	k = pair_step(a, &g, i++, 0, 3, s, 8);
+	x = named(s, k, "pair:");
+	ck_assert_ptr_nonnull(x);
+	ck_assert_str_eq(x->name, "pair:country:currency");
+	ck_assert_int_eq(x->kind, CBAD_KIND_VALUE);
+	ck_assert_double_lt(x->p_value, 1e-3);
+	ck_assert_ptr_nonnull(strstr(x->detail, "country=C0 currency=K3"));
+	/* a flagged pair is not learned: the next one is still new */
+	k = pair_step(a, &g, i++, 0, 3, s, 8);
+	x = named(s, k, "pair:");
+	ck_assert_ptr_nonnull(x);
+	ck_assert_double_lt(x->p_value, 1e-3);
+	/* known pairs never set it off */
+	for (int j = 0; j < 2000; j++, i++) {
+		int ct = (int)(u01(&g) * 8);
+
+		k = pair_step(a, &g, i, ct, ct / 2, s, 8);
+		hits += named(s, k, "pair:") != NULL;
+	}
+	ck_assert_int_eq(hits, 0);
+	cbad_writer_free(&w);
+	cbad_numeric_free(a);
+	cbad_numeric_free(c);
+}
+END_TEST
+
 START_TEST(test_plain_lines_and_flatline)
 {
 	cbad_numeric *n = make();
@@ -496,6 +570,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_determinism_and_state);
 	tcase_add_test(tc, test_plain_lines_and_flatline);
 	tcase_add_test(tc, test_context_values);
+	tcase_add_test(tc, test_pair_values);
 	suite_add_tcase(s, tc);
 	return s;
 }

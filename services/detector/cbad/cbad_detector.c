@@ -344,6 +344,9 @@ static void explain(cbad_detector *d, const cbad_chan_signal *top, const char *r
 	r->base_high = top->base_high;
 	r->nevidence = 0;
 	if (top->kind == CBAD_KIND_EVENT) {
+		r->base_low = cbad_calib_quantile(d->ncal, 0.05);
+		r->base_median = cbad_calib_quantile(d->ncal, 0.5);
+		r->base_high = cbad_calib_quantile(d->ncal, 0.95);
 		r->nevidence = cbad_explain_top_parts(d->nov, raw, len, d->s.mask, r->evidence, 3);
 	} else if (top->kind == CBAD_KIND_WINDOW) {
 		r->window_start_ts = d->drift_rep.start_ts;
@@ -401,9 +404,8 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 		s->stat = bits;
 		s->p_value = p_nov;
 		s->value = bits;
-		s->base_low = cbad_calib_quantile(d->ncal, 0.05);
-		s->base_median = cbad_calib_quantile(d->ncal, 0.5);
-		s->base_high = cbad_calib_quantile(d->ncal, 0.95);
+		/* base_low..base_high (three quantile look-ups) only matter to an explanation:
+		 * explain() fills them when novelty is the signal it quotes. */
 	}
 	nov_flag = !calibrating && p_nov < LEARN_ALPHA;
 
@@ -468,7 +470,12 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 	for (size_t i = 0; i < nsig && ret->nsignals < CBAD_MAX_SIGNALS; i++) {
 		cbad_signal_value *v = &ret->signals[ret->nsignals++];
 
-		copy_name(v->name, sizeof(v->name), sig[i].name);
+		/* A fixed-size copy (two vector moves) instead of strnlen + memcpy per signal:
+		 * every signal name is NUL-terminated and zero-padded (signals are written whole
+		 * from a memset), so the bytes are those of copy_name; the last one is forced. */
+		_Static_assert(sizeof(v->name) == sizeof(sig[i].name), "signal name sizes differ");
+		memcpy(v->name, sig[i].name, sizeof(v->name));
+		v->name[sizeof(v->name) - 1] = '\0';
 		v->value = sig[i].p_value;
 	}
 	if (ret->anomaly) {

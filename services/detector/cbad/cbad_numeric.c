@@ -64,7 +64,16 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x364d554eu    /* "NUM6": context value models */
+#define STATE_TAG 0x374d554eu    /* "NUM7": never-seen value pairs */
+#define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
+#define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
+#define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
+#define PSET_SLOTS 2048          /* seen-pair sketch: 32-bit fingerprints, open addressing */
+#define PSET_FULL 1536           /* at 3/4 full it is cleared and every pair warms up again */
+#define PQ_MEMORY 16384.0        /* occurrences the share of new pairs is averaged over */
+#define PQ_WARMUP 512            /* occurrences of a field pair that fill the sketch first */
+#define PQ_MIN_OCC 64.0          /* occurrences counted before a field pair is tested */
+#define PQ_GUARD 0.002           /* a new pair this rare is counted but not added to the sketch */
 #define CTX_MAX_SHAPES 32        /* context field: at most this many value shapes */
 #define CTX_MAX_CONTEXTS 32      /* context models kept (least recently seen evicted): as many
 				  * shapes as the heuristic allows */
@@ -108,7 +117,13 @@ typedef struct cand {
 	int8_t wa, wb; /* who fields of a distinct-partner test */
 } cand;
 
-enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT };
+enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT, W_PAIR };
+
+/* A pair of low-cardinality fields: how often lately its value pair was one never seen. */
+typedef struct pf_pair {
+	double news, nq; /* EW counts (over PQ_MEMORY occurrences) of new pairs and of all */
+	uint32_t warm;   /* occurrences since the sketch was (re)started, up to PQ_WARMUP */
+} pf_pair;
 
 /* One value of a who field and the values of the other who fields it came with. */
 typedef struct who_slot {
@@ -127,7 +142,7 @@ typedef struct who_pair {
 } who_pair;
 #define PAIR(n, a, b) (&(n)->pair[(size_t)(a) * (n)->nwho + (b)])
 /* label slots of the rate tests */
-enum { S_TBURST, S_TDROP, S_CBURST, S_CDROP, S_IDBURST, S_WHO, NSLOT };
+enum { S_TBURST, S_TDROP, S_CBURST, S_CDROP, S_IDBURST, S_WHO, S_PAIR, NSLOT };
 
 struct cbad_numeric {
 	cbad_settings s;
@@ -174,6 +189,16 @@ struct cbad_numeric {
 	uint64_t who_hash[MAX_WHO];
 	who_slot *who_tab; /* nwho x WHO_SETS x WHO_WAYS, made when decided */
 	who_pair *pair;    /* nwho x nwho (PAIR), made when decided: 792 bytes each */
+
+	/* never-seen pairs of values of two low-cardinality fields ("currency MXN never came with
+	 * country GB"): a bounded sketch of the pairs seen, and per field pair the recent share of
+	 * new ones, which is the p-value of a new pair */
+	uint32_t npf;
+	char pf_name[PF_MAX][CBAD_FIELD_NAME_MAX];
+	uint64_t pf_hash[PF_MAX];
+	pf_pair pfp[NPF_PAIRS];
+	uint32_t pset_used;
+	uint32_t *pset; /* PSET_SLOTS fingerprints (0 = empty), made when decided and npf >= 2 */
 
 	cbad_values_lcalib kind_cal[NK];
 
@@ -325,6 +350,7 @@ void cbad_numeric_free(cbad_numeric *n)
 	free(n->v);
 	free(n->who_tab);
 	free(n->pair);
+	free(n->pset);
 	free(n->cands);
 	free(n);
 }
@@ -341,6 +367,8 @@ size_t cbad_numeric_memory(const cbad_numeric *n)
 		m += (size_t)n->nwho * WHO_SETS * WHO_WAYS * sizeof(who_slot);
 	if (n->pair)
 		m += (size_t)n->nwho * n->nwho * sizeof(who_pair);
+	if (n->pset)
+		m += PSET_SLOTS * sizeof(uint32_t);
 	if (n->cands)
 		m += HEURISTIC_MAX_FIELDS * sizeof(hcand);
 	for (uint32_t i = 0; i < CBAD_MAX_ENTITY_FIELDS; i++)
@@ -625,6 +653,43 @@ static void heur_decide(cbad_numeric *n)
 		join4(n->id_name[n->nid], CBAD_FIELD_NAME_MAX, n->cands[best].name, NULL, NULL, NULL);
 		n->id_hash[n->nid++] = n->cands[best].hash;
 	}
+	/* pair fields: strings in >= 80 % of events, not text, 2..PF_MAX_DISTINCT distinct values
+	 * that recur (each seen 4 times on average): a country, a currency, a channel, a status.
+	 * Entity and kind fields qualify too. Most present first, then in order of appearance */
+	for (uint32_t i = 0; i < n->ncands && n->npf < PF_MAX; i++) {
+		int best = -1;
+
+		for (uint32_t j = 0; j < n->ncands; j++) {
+			const hcand *c = &n->cands[j];
+			bool had = false;
+
+			for (uint32_t k = 0; k < n->npf; k++)
+				had |= n->pf_hash[k] == c->hash;
+			if (had || c->nstrings != c->present || c->present * 5 < N * 4 || c->nvals < 2 ||
+			    c->nvals > PF_MAX_DISTINCT || c->nvals * 4 > c->present ||
+			    c->nspaced * 10 > c->present)
+				continue;
+			if (best < 0 || c->present > n->cands[best].present)
+				best = (int)j;
+		}
+		if (best < 0)
+			break;
+		join4(n->pf_name[n->npf], CBAD_FIELD_NAME_MAX, n->cands[best].name, NULL, NULL, NULL);
+		n->pf_hash[n->npf++] = n->cands[best].hash;
+	}
+}
+
+/* The seen-pair sketch, when there are two pair fields. */
+static int make_pairs(cbad_numeric *n)
+{
+	free(n->pset);
+	n->pset = NULL;
+	n->pset_used = 0;
+	memset(n->pfp, 0, sizeof(n->pfp));
+	if (n->npf < 2)
+		return 0;
+	n->pset = calloc(PSET_SLOTS, sizeof(uint32_t));
+	return n->pset ? 0 : -ENOMEM;
 }
 
 /* ---- one event ---- */
@@ -684,6 +749,9 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 	case W_DISTINCT:
 		join4(out, cap, "distinct:", n->who_name[c->wa], ":", n->who_name[c->wb]);
 		break;
+	case W_PAIR:
+		join4(out, cap, "pair:", n->pf_name[c->wa], ":", n->pf_name[c->wb]);
+		break;
 	default:
 		join4(out, cap, "drop:", n->rate_label[c->rate], NULL, NULL);
 		break;
@@ -725,6 +793,13 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 			 "events; usually %.2g of them",
 			 n->who_name[c->wa], n->rate_label[S_WHO], n->who_name[c->wb], c->observed,
 			 c->window, c->expected);
+		break;
+	case W_PAIR:
+		snprintf(out, cap,
+			 "%s: this pair of values was never seen before; about %.3g new pairs of %s "
+			 "and %s in the last %.0f events",
+			 n->rate_label[S_PAIR], c->expected, n->pf_name[c->wa], n->pf_name[c->wb],
+			 c->window);
 		break;
 	case W_BURST:
 	case W_IDBURST:
@@ -770,6 +845,10 @@ static void cand_signal(const cbad_numeric *n, const cand *c, cbad_chan_signal *
 		join4(s->entity_field, sizeof(s->entity_field), n->who_name[c->wa], NULL, NULL, NULL);
 		copy_trunc(s->entity_value, sizeof(s->entity_value), n->rate_label[S_WHO],
 			   strlen(n->rate_label[S_WHO]));
+	}
+	if (c->what == W_PAIR) {
+		join4(s->field, sizeof(s->field), n->pf_name[c->wb], NULL, NULL, NULL);
+		join4(s->entity_field, sizeof(s->entity_field), n->pf_name[c->wa], NULL, NULL, NULL);
 	}
 	if (detail && c->p < DETAIL_P)
 		cand_detail(n, c, s->detail, sizeof(s->detail));
@@ -1213,6 +1292,104 @@ static void observe_who(cbad_numeric *n, const cbad_json_field *f, size_t nf, bo
 	}
 }
 
+/* Never-seen value pairs. Of the event's new pairs the one with the smallest p is tested: p is
+ * the field pair's recent share of new pairs, (news + 1/2) / (occurrences + 1), which is the
+ * chance of a new pair in the next occurrence (a Bernoulli rate, so P(p <= a) <= a while the
+ * rate holds). A field pair is counted only after PQ_WARMUP occurrences have filled the
+ * sketch. Learned events only; a new pair with p < PQ_GUARD is counted but not added, so it is
+ * still new the next time, until its field pair's rate has grown past the guard. Not corrected
+ * for the number of field pairs: once a field pair's values are all known its true rate of new
+ * pairs is near 0, and 0.5 / (n + 1) already an upper bound (the union bound over field pairs
+ * found none of the measured never-seen pairs). */
+static void observe_pairs(cbad_numeric *n, const cbad_json_field *f, size_t nf, bool learn,
+			  cand *cs, size_t *nc)
+{
+	const cbad_json_field *pv[PF_MAX] = {NULL};
+	double bestp = 1.0, bestq = 0;
+	int ba = -1, bb = -1;
+	uint32_t k = 0;
+	const double keep = 1.0 - 1.0 / PQ_MEMORY;
+
+	if (!n->pset)
+		return;
+	for (uint32_t a = 0; a < n->npf; a++) {
+		pv[a] = find_field(f, nf, n->pf_hash[a]);
+		if (pv[a] && (pv[a]->type != CBAD_JSON_STRING || pv[a]->str_len == 0))
+			pv[a] = NULL;
+	}
+	for (uint32_t a = 0; a < n->npf; a++)
+		for (uint32_t b = a + 1; b < n->npf; b++, k++) {
+			pf_pair *pp = &n->pfp[k];
+			uint64_t h;
+			uint32_t fp;
+			size_t i;
+			bool isnew;
+			double q;
+
+			/* 2 = not tested yet */
+			q = pp->warm >= PQ_WARMUP && pp->nq >= PQ_MIN_OCC ?
+					(pp->news + 0.5) / (pp->nq + 1.0) : 2.0;
+			if (!pv[a] || !pv[b])
+				continue;
+			h = cbad_json_hash(CBAD_JSON_HASH_INIT + k, pv[a]->str, pv[a]->str_len);
+			h = cbad_json_hash(h * 0x9e3779b97f4a7c15ull, pv[b]->str, pv[b]->str_len);
+			fp = (uint32_t)(h >> 32) | 1u; /* 0 marks an empty slot */
+			i = (size_t)h & (PSET_SLOTS - 1);
+			while (n->pset[i] && n->pset[i] != fp)
+				i = (i + 1) & (PSET_SLOTS - 1);
+			isnew = n->pset[i] == 0;
+			if (isnew && q < bestp) {
+				bestp = q;
+				bestq = pp->news;
+				ba = (int)a;
+				bb = (int)b;
+			}
+			if (!learn)
+				continue;
+			if (pp->warm < PQ_WARMUP) {
+				pp->warm++;
+			} else {
+				pp->news = pp->news * keep + (isnew ? 1.0 : 0.0);
+				pp->nq = pp->nq * keep + 1.0;
+			}
+			/* the normal-data guard: a rare new pair is not yet the norm (it is counted, so
+			 * a pair that lasts raises its field pair's rate and is then added) */
+			if (isnew && q >= PQ_GUARD) {
+				n->pset[i] = fp;
+				n->pset_used++;
+			}
+		}
+	if (learn && n->pset_used >= PSET_FULL) {
+		/* forget every pair and learn them again: the sketch stays bounded */
+		memset(n->pset, 0, PSET_SLOTS * sizeof(uint32_t));
+		n->pset_used = 0;
+		memset(n->pfp, 0, sizeof(n->pfp));
+	}
+	if (ba >= 0) {
+		cand *c = push(cs, nc, K_VALUE, W_PAIR, -1, -1);
+
+		if (c) {
+			char va[CBAD_RATE_LABEL_MAX], vb[CBAD_RATE_LABEL_MAX];
+
+			c->p = bestp;
+			c->stat = stat_of_p(bestp);
+			c->expected = bestq;
+			c->window = PQ_MEMORY;
+			c->wa = (int8_t)ba;
+			c->wb = (int8_t)bb;
+			copy_trunc(va, sizeof(va), pv[ba]->str, pv[ba]->str_len);
+			copy_trunc(vb, sizeof(vb), pv[bb]->str, pv[bb]->str_len);
+			{
+				char t[CBAD_RATE_LABEL_MAX];
+
+				join4(t, sizeof(t), n->pf_name[ba], "=", va, " ");
+				join4(n->rate_label[S_PAIR], CBAD_RATE_LABEL_MAX, t, n->pf_name[bb], "=",
+				      vb);
+			}
+		}
+	}
+}
+
 size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool learn,
 			    cbad_chan_signal *out, size_t max)
 {
@@ -1240,6 +1417,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	if (n->decided) {
 		observe_ids(n, f, (size_t)nf, learn, cs, &nc);
 		observe_who(n, f, (size_t)nf, learn, cs, &nc);
+		observe_pairs(n, f, (size_t)nf, learn, cs, &nc);
 	}
 	n->last_tests = nc + nweak;
 	kcount[K_VALUE] = nweak;
@@ -1248,6 +1426,8 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	 * from another field or test (two tests of a kind that agree, cpu and p99 of one host, a user's burst and its new
 	 * cards, say more than either), calibrated against the kind's own recent events */
 	for (size_t i = 0; i < nc; i++) {
+		if (cs[i].what == W_PAIR)
+			continue; /* calibrated on its own (observe_pairs) */
 		kcount[cs[i].kind]++;
 		if (cs[i].p < kmin[cs[i].kind]) {
 			kmin[cs[i].kind] = cs[i].p;
@@ -1260,7 +1440,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	for (size_t i = 0; i < nc; i++) {
 		int b = kbest[cs[i].kind];
 
-		if ((int)i == b || cs[i].p >= kmin2[cs[i].kind])
+		if ((int)i == b || cs[i].p >= kmin2[cs[i].kind] || cs[i].what == W_PAIR)
 			continue;
 		if (cs[i].field >= 0 && cs[i].field == cs[b].field && cs[i].ent == cs[b].ent)
 			continue;
@@ -1286,7 +1466,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 			cbad_values_lcalib_learn_clip(&n->kind_cal[k], st, pk, clip);
 		/* the other tests of the kind: Bonferroni within the kind, never below the kind */
 		for (size_t i = 0; i < nc; i++) {
-			if (cs[i].kind != k)
+			if (cs[i].kind != k || cs[i].what == W_PAIR)
 				continue;
 			if ((int)i == kbest[k]) {
 				cs[i].p = pk;
@@ -1299,7 +1479,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 		if (kbest[k] < 0) {
 			/* every test of the kind said 1: the first one carries the kind */
 			for (size_t i = 0; i < nc; i++)
-				if (cs[i].kind == k) {
+				if (cs[i].kind == k && cs[i].what != W_PAIR) {
 					cs[i].p = pk;
 					break;
 				}
@@ -1337,7 +1517,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 			n->heur_n++;
 			if (n->heur_n >= HEURISTIC_EVENTS) {
 				heur_decide(n);
-				if (make_entities(n) == 0 && make_who(n) == 0) {
+				if (make_entities(n) == 0 && make_who(n) == 0 && make_pairs(n) == 0) {
 					n->decided = true;
 					free(n->cands);
 					n->cands = NULL;
@@ -1352,6 +1532,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 					n->ncat = 0;
 					n->nid = 0;
 					n->nwho = 0;
+					n->npf = 0;
 					n->heur_n--; /* try again next event */
 				}
 			}
@@ -1445,6 +1626,23 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 			cbad_w_bytes(w, x->newbits, sizeof(x->newbits));
 			cbad_w_u8(w, x->nocc);
 		}
+	}
+	/* pair fields, their counts, and the sketch's filled slots */
+	cbad_w_u32(w, n->npf);
+	for (uint32_t i = 0; i < n->npf; i++)
+		cbad_w_str(w, n->pf_name[i]);
+	if (n->pset) {
+		for (uint32_t k = 0; k < NPF_PAIRS; k++) {
+			cbad_w_f64(w, n->pfp[k].news);
+			cbad_w_f64(w, n->pfp[k].nq);
+			cbad_w_u32(w, n->pfp[k].warm);
+		}
+		cbad_w_u32(w, n->pset_used);
+		for (uint32_t i = 0; i < PSET_SLOTS; i++)
+			if (n->pset[i]) {
+				cbad_w_u32(w, i);
+				cbad_w_u32(w, n->pset[i]);
+			}
 	}
 }
 
@@ -1573,6 +1771,38 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 				cbad_r_bytes(r, x->newbits, sizeof(x->newbits));
 				x->nocc = cbad_r_u8(r);
 			}
+		}
+		n->npf = cbad_r_count(r, PF_MAX);
+		for (uint32_t i = 0; i < n->npf; i++) {
+			if (!cbad_r_str(r, n->pf_name[i], CBAD_FIELD_NAME_MAX))
+				return -EINVAL;
+			n->pf_hash[i] = name_hash(n->pf_name[i]);
+		}
+		if (make_pairs(n) < 0)
+			return -ENOMEM;
+		if (n->pset) {
+			uint32_t used;
+
+			for (uint32_t k = 0; k < NPF_PAIRS; k++) {
+				pf_pair *pp = &n->pfp[k];
+
+				pp->news = cbad_r_f64(r);
+				pp->nq = cbad_r_f64(r);
+				pp->warm = cbad_r_count(r, PQ_WARMUP);
+				if (!(pp->nq >= 0 && pp->nq <= PQ_MEMORY && pp->news >= 0 &&
+				      pp->news <= pp->nq))
+					return -EINVAL;
+			}
+			used = cbad_r_count(r, PSET_FULL - 1);
+			for (uint32_t j = 0; j < used && !r->failed; j++) {
+				uint32_t i = cbad_r_count(r, PSET_SLOTS - 1);
+				uint32_t fp = cbad_r_u32(r);
+
+				if (fp == 0 || n->pset[i])
+					return -EINVAL;
+				n->pset[i] = fp;
+			}
+			n->pset_used = used;
 		}
 	}
 	if (r->failed)
