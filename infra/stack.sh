@@ -389,12 +389,18 @@ spawn_kafka() {
 		-e "s|@DATA_DIR@|$KAFKA_DIR/data|g" "$REPO/infra/kafka/server.properties.in" >"$props"
 	if [ ! -s "$KAFKA_DIR/data/meta.properties" ]; then
 		if [ ! -s "$KAFKA_DIR/cluster.id" ]; then
-			python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
-				>"$KAFKA_DIR/cluster.id"
+			# Like Kafka's own Uuid.randomUuid(): an id that starts with '-' would be read as an
+			# option by the storage tool, so draw again.
+			python3 -c 'import base64, uuid
+while True:
+    u = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not u.startswith("-"):
+        print(u)
+        break' >"$KAFKA_DIR/cluster.id"
 		fi
 		cluster_id=$(cat "$KAFKA_DIR/cluster.id")
 		dl_info "kafka: formatting storage (cluster id $cluster_id)"
-		kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$props" --ignore-formatted \
+		kafka_java kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$props" --ignore-formatted \
 			>"$LOGS/kafka-format.log" 2>&1 ||
 			EXTRA_LOG=$LOGS/kafka-format.log fail_server kafka "kafka storage format failed"
 	fi
