@@ -92,6 +92,28 @@ START_TEST(test_mask_bits_respected)
 }
 END_TEST
 
+START_TEST(test_mask_truncates_to_prefix)
+{
+	/* Words of every length near the ends of both buffers (the word copy's fast path): a
+	 * truncated form is the full form cut at the capacity, and no byte past it is written. */
+	static const char in[] = "{\"msg\":\"a bb ccc dddddddddddddddd eeeeeeeeeeeeeeeee id=42 "
+				 "x 2024-05-01T10:00:00Z 10.0.0.1 deadbeef01 ok\",\"n\":12.5}";
+	char full[sizeof(in)], part[sizeof(in) + 1];
+	size_t n = cbad_canon_mask(in, sizeof(in) - 1, CBAD_MASK_ALL, full, sizeof(full));
+
+	ck_assert_str_eq(full + n - 19, "<IP> <H> ok\",\"n\":#}");
+	for (size_t cap = 0; cap <= sizeof(in) - 1; cap++) {
+		memset(part, 0x7f, sizeof(part));
+		size_t m = cbad_canon_mask(in, sizeof(in) - 1, CBAD_MASK_ALL, part, cap);
+
+		ck_assert_uint_eq(m, cap < n ? cap : n);
+		ck_assert_mem_eq(part, full, m);
+		for (size_t k = cap; k < sizeof(part); k++)
+			ck_assert_int_eq(part[k], 0x7f);
+	}
+}
+END_TEST
+
 START_TEST(test_template_ignores_numbers)
 {
 	const char *a = "GET /orders/12 -> 200 in 33 ms";
@@ -153,6 +175,7 @@ int main(void)
 	tcase_add_test(tc, test_mask_kinds);
 	tcase_add_test(tc, test_mask_json_numbers);
 	tcase_add_test(tc, test_mask_bits_respected);
+	tcase_add_test(tc, test_mask_truncates_to_prefix);
 	tcase_add_test(tc, test_template_ignores_numbers);
 	tcase_add_test(tc, test_redact_secrets);
 	tcase_add_test(tc, test_redact_personal);

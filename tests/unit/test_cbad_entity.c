@@ -96,17 +96,21 @@ START_TEST(test_hours)
 		if (u >= 15) /* service accounts act around the clock */
 			hour = (int)(u01() * 24);
 		snprintf(name, sizeof(name), "user%d", u);
-		cbad_entity_observe(e, key_of(name), name, strlen(name), NULL, hour, true, t++, true,
-				    s, 8);
+		/* 150 events a day: 20 days */
+		cbad_entity_observe(e, key_of(name), name, strlen(name), NULL, (i / 150) * 24 + hour,
+				    true, t++, true, s, 8);
 	}
-	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 11, true, t++, false, s, 8);
+	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 20 * 24 + 11, true, t++, false,
+				s, 8);
 	pday = find(s, k, CBAD_ENTITY_HOUR);
-	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 3, true, t++, false, s, 8);
+	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 20 * 24 + 3, true, t++, false,
+				s, 8);
 	pnight = find(s, k, CBAD_ENTITY_HOUR);
 	ck_assert_double_gt(pday, 0.05);
 	ck_assert_double_lt(pnight, 2e-3);
 	/* for a service account, 03:00 is ordinary */
-	k = cbad_entity_observe(e, key_of("user17"), "user17", 6, NULL, 3, true, t++, false, s, 8);
+	k = cbad_entity_observe(e, key_of("user17"), "user17", 6, NULL, 20 * 24 + 3, true, t++, false,
+				s, 8);
 	ck_assert_double_gt(find(s, k, CBAD_ENTITY_HOUR), 0.01);
 	cbad_entity_free(e);
 }

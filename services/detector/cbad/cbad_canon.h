@@ -12,8 +12,9 @@
  * (with an optional :port), "<E>" e-mail addresses. In a JSON event (first non-blank byte '{'
  * or '['), number literals outside strings with a fraction, an exponent or 4+ digits become "#"
  * too (under CBAD_MASK_NUMBERS). The result is never longer than the input,
- * so outcap >= len always suffices; it is truncated at outcap otherwise. Returns its length.
- * Pure and thread-safe. */
+ * so outcap >= len always suffices; it is truncated at outcap otherwise (to the full form's first
+ * outcap bytes). Bytes of out past the returned length (below outcap) are scratch. in and out
+ * must not overlap. Returns its length. Pure and thread-safe. */
 size_t cbad_canon_mask(const char *in, size_t len, uint32_t mask, char *out, size_t outcap);
 
 /* The template id of a canonical form: a 64-bit FNV-1a hash of it with every digit dropped, so

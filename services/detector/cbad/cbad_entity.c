@@ -10,15 +10,23 @@
 #include "services/detector/cbad/cbad_rate.h"
 #include "services/detector/cbad/cbad_values.h"
 
-#define HOUR_SMOOTH 2.0       /* weight of the stream's hour profile in an entity's */
+#define HOUR_SMOOTH 0.5       /* weight of the stream's hour profile, in active (day, hour) slots */
 #define HOUR_STREAM_MIN 500.0 /* stream events before hours are judged */
-#define HOURS_CAP 30000       /* an entity's hour counts are halved past this */
+#define HOURS_CAP 255         /* an entity's active days per hour are halved past this */
+#define HOUR_SPREAD 6         /* an active hour lends (6 - d)/6 of its weight d < 6 hours away */
 
 typedef struct ent {
 	uint64_t key;
 	uint64_t seen;
 	cbad_rate_ew ew;
-	uint16_t hours[24];
+	/* hours of day as (day, hour) slots: a session is a burst of events in one or two
+	 * hours, so days active at each hour say more than events; today's hours (mask, day)
+	 * join the profile when the entity's next day starts, so a whole session is judged
+	 * against earlier days */
+	uint8_t hours[24];
+	uint16_t days; /* days that joined the profile */
+	uint32_t mask; /* hours active on day `day` */
+	uint32_t day;  /* UTC days since the epoch */
 	uint32_t n;
 } ent;
 
@@ -176,18 +184,28 @@ static uint32_t ent_find(cbad_entity *e, uint64_t key, uint64_t now,
 	return idx;
 }
 
-/* p-value of acting at hour h for an entity with counts c (n events), smoothed with the stream's
- * profile: the total probability of the hours at most as likely as h. */
+/* p-value of acting at hour h for an entity with active-day counts c: each active hour lends
+ * a linearly decreasing share of its weight to the 5 hours either side (habits drift by an
+ * hour or two; a session far from every usual hour is what is strange), and the profile is
+ * smoothed with the stream's. p: the total probability of the hours at most as likely as h. */
 static double hour_p(const cbad_entity *e, const ent *x, int h)
 {
-	double pe[24], ph, p = 0, n = 0;
+	double pe[24], ph, p = 0, n = 0, slots = 0;
 
-	for (int i = 0; i < 24; i++)
-		n += x->hours[i];
+	for (int i = 0; i < 24; i++) {
+		double c = HOUR_SPREAD * (double)x->hours[i];
+
+		slots += x->hours[i];
+		for (int d = 1; d < HOUR_SPREAD; d++)
+			c += (double)(HOUR_SPREAD - d) *
+			     ((double)x->hours[(i + d) % 24] + (double)x->hours[(i + 24 - d) % 24]);
+		pe[i] = c;
+		n += c;
+	}
 	for (int i = 0; i < 24; i++) {
 		double ps = (e->stream_hours[i] + 1.0) / (e->stream_hours_n + 24.0);
 
-		pe[i] = ((double)x->hours[i] + HOUR_SMOOTH * ps) / (n + HOUR_SMOOTH);
+		pe[i] = (slots * pe[i] / n + HOUR_SMOOTH * ps) / (slots + HOUR_SMOOTH);
 	}
 	ph = pe[h];
 	for (int i = 0; i < 24; i++)
@@ -196,15 +214,37 @@ static double hour_p(const cbad_entity *e, const ent *x, int h)
 	return p > 1.0 ? 1.0 : p;
 }
 
+/* Adds the entity's pending day to its hour profile once an event of a later day comes. */
+static void hours_roll(ent *x, uint32_t day)
+{
+	if (day == x->day)
+		return;
+	if (x->mask) {
+		for (int i = 0; i < 24; i++)
+			if (x->hours[i] >= HOURS_CAP)
+				for (int j = 0; j < 24; j++)
+					x->hours[j] /= 2;
+		for (int i = 0; i < 24; i++)
+			if (x->mask >> i & 1)
+				x->hours[i]++;
+		if (x->days < UINT16_MAX)
+			x->days++;
+	}
+	x->mask = 0;
+	x->day = day;
+}
+
 static double stat_of_p(double p)
 {
 	return p >= 1.0 ? 0.0 : -log10(p);
 }
 
 size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size_t label_len,
-			   const double *values, int hour, bool judge_hour, uint64_t now, bool learn,
-			   cbad_entity_signal *out, size_t max)
+			   const double *values, int64_t hour_index, bool judge_hour, uint64_t now,
+			   bool learn, cbad_entity_signal *out, size_t max)
 {
+	int hour = hour_index >= 0 ? (int)(hour_index % 24) : -1;
+	uint32_t day = hour_index >= 0 ? (uint32_t)(hour_index / 24) : 0;
 	const double prior = 1.0 / CBAD_RATE_LONG;
 	bool fresh;
 	/* an entity is stored and counted even when the event is not learned: a burst of events
@@ -233,6 +273,10 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 		tmp.ew.last = now;
 		x = &tmp;
 	} else {
+		/* a new day: the entity's previous active day joins its profile (that day's
+		 * events were learned already; this one is not, yet) */
+		if (hour >= 0)
+			hours_roll(&e->slab[idx], day);
 		x = &e->slab[idx];
 		if (e->nvalues)
 			models = &e->models[(size_t)idx * e->nvalues];
@@ -260,8 +304,8 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 		}
 	}
 
-	/* hour of day against the entity's own profile */
-	hour_ok = !e->values_only && judge_hour && hour >= 0 && hour < 24 && x->n >= CBAD_ENTITY_MIN_HOURS &&
+	/* hour of day against the entity's profile of earlier days */
+	hour_ok = !e->values_only && judge_hour && hour >= 0 && x->days >= CBAD_ENTITY_MIN_DAYS &&
 		  e->stream_hours_n >= HOUR_STREAM_MIN;
 	if (hour_ok) {
 		hstat = stat_of_p(hour_p(e, x, hour));
@@ -369,7 +413,9 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	 * entity's own models */
 	if (!e->values_only)
 		cbad_values_calib_learn(&e->rate_cal, rstat, rp);
-	if (hour_ok)
+	/* once per (entity, day, hour) slot: a busy account's hundreds of events an hour would
+	 * otherwise fill the pooled window with its own ordinary hours */
+	if (hour_ok && !(x->mask >> hour & 1))
 		cbad_values_calib_learn(&e->hour_cal, hstat, hp);
 	for (uint32_t v = 0; models && v < e->nvalues; v++) {
 		cbad_values_model *m = &models[v];
@@ -390,11 +436,10 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	}
 	if (!e->values_only)
 		cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
-	if (hour >= 0 && hour < 24) {
-		if (x->hours[hour] >= HOURS_CAP)
-			for (int i = 0; i < 24; i++)
-				x->hours[i] /= 2;
-		x->hours[hour]++;
+	if (hour >= 0) {
+		if (x->mask == 0)
+			x->day = day;
+		x->mask |= 1u << hour;
 		e->stream_hours[hour] += 1.0;
 		e->stream_hours_n += 1.0;
 	}
@@ -434,6 +479,9 @@ void cbad_entity_save(const cbad_entity *e, cbad_writer *w)
 		cbad_w_f64(w, x->ew.s_long);
 		for (int i = 0; i < 24; i++)
 			cbad_w_u32(w, x->hours[i]);
+		cbad_w_u32(w, x->days);
+		cbad_w_u32(w, x->mask);
+		cbad_w_u32(w, x->day);
 		cbad_w_u32(w, x->n);
 		for (uint32_t v = 0; v < e->nvalues; v++)
 			cbad_values_model_save(&e->models[(size_t)(e->sets[s] - 1) * e->nvalues + v], w);
@@ -481,7 +529,10 @@ int cbad_entity_load(cbad_entity *e, cbad_reader *r)
 		x->ew.s_mid = (float)cbad_r_f64(r);
 		x->ew.s_long = (float)cbad_r_f64(r);
 		for (int h = 0; h < 24; h++)
-			x->hours[h] = (uint16_t)cbad_r_count(r, UINT16_MAX);
+			x->hours[h] = (uint8_t)cbad_r_count(r, HOURS_CAP);
+		x->days = (uint16_t)cbad_r_count(r, UINT16_MAX);
+		x->mask = cbad_r_count(r, (1u << 24) - 1);
+		x->day = cbad_r_u32(r);
 		x->n = cbad_r_u32(r);
 		for (uint32_t v = 0; v < e->nvalues; v++)
 			cbad_values_model_load(&e->models[(size_t)i * e->nvalues + v], r);

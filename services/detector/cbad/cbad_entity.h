@@ -16,7 +16,8 @@
  * (rounded up to a whole set) and no event costs more than a scan of one set. The slab of
  * entities grows by doubling as entities appear, so a stream with 20 hosts holds 20 entities.
  *
- * Per entity: 96 bytes (key, last seen, rate shares, 24 hour-of-day counts; its label is not
+ * Per entity: 80 bytes (key, last seen, rate shares, 24 hour-of-day counts of active days and
+ * the current day's active hours; its label is not
  * kept, signals are about the current event's entity) plus 48 bytes per value field it models (at most CBAD_ENTITY_MAX_VALUES). Calibration is pooled
  * over the entities of the table: an entity's statistic is its own (its value against its own
  * history), its p-value is that statistic's rank among every entity's recent statistics.
@@ -27,7 +28,7 @@
 #define CBAD_ENTITY_LABEL_MAX 32
 #define CBAD_ENTITY_RATE_SHORT 128 /* events: window of an entity's burst test */
 #define CBAD_ENTITY_MIN_OWN 16     /* an entity's own values needed before it is judged */
-#define CBAD_ENTITY_MIN_HOURS 48   /* an entity's own events needed before its hours are */
+#define CBAD_ENTITY_MIN_DAYS 2     /* an entity's earlier active days needed before its hours are judged */
 
 typedef struct cbad_entity cbad_entity;
 
@@ -54,15 +55,16 @@ int cbad_entity_new(uint32_t max_entities, size_t nvalues, cbad_entity **ret);
 
 /* One event of the entity whose value hashes to key (label: its text, for explanations; not
  * stored beyond CBAD_ENTITY_LABEL_MAX - 1 bytes). values[nvalues]: the event's value fields,
- * NAN when absent. hour: 0..23 (UTC hour of the event), or -1 when unknown; judge_hour: whether
+ * NAN when absent. hour_index: the event's UTC hours since the epoch (its hour of day is
+ * hour_index % 24, its day hour_index / 24), or -1 when unknown; judge_hour: whether
  * the stream's history covers enough days for hours to be judged (they are learned anyway). now: the stream's
  * event index. Judges, then learns when learn, and writes at most max signals (every test it
  * could make, weak ones included, in no particular order) into out; returns how many. A new
  * entity that cannot be stored (slab growth failed) is judged but not learned. No allocation
  * unless the slab grows. */
 size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size_t label_len,
-			   const double *values, int hour, bool judge_hour, uint64_t now, bool learn,
-			   cbad_entity_signal *out, size_t max);
+			   const double *values, int64_t hour_index, bool judge_hour, uint64_t now,
+			   bool learn, cbad_entity_signal *out, size_t max);
 
 /* Makes e judge and learn its entities' values only (spike and step: no rate, hour or
  * flatline tests, none of their learning): for contexts, whose share of events and runs say

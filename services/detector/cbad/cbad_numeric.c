@@ -947,13 +947,13 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 			     const cbad_event_view *ev, bool learn, const double *evals, cand *cs,
 			     size_t *nc, size_t *nweak)
 {
-	int hour = -1;
+	int64_t hour = -1; /* UTC hours since the epoch */
 	/* hours are judged once the stream's history spans HOUR_SPAN_MS: before that, every new
 	 * hour of the day would look unusual for everyone */
 	bool judge_hour = n->first_ts > 0 && n->last_ts - n->first_ts >= HOUR_SPAN_MS;
 
 	if (ev->ts_ms > 0)
-		hour = (int)((ev->ts_ms / 3600000) % 24);
+		hour = (int64_t)(ev->ts_ms / 3600000);
 	for (uint32_t e = 0; e < n->nent + n->nctx; e++) {
 		const cbad_json_field *ef = find_field(f, nf, n->ent_hash[e]);
 		cbad_entity_signal es[3 + 3 * CBAD_ENTITY_MAX_VALUES];
