@@ -16,6 +16,8 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "tests/support/dl_test_http.h"
+
 static const char *const services[] = { "ingest", "detector", "metering", "billing", "notifier" };
 #define NSERVICES (sizeof(services) / sizeof(services[0]))
 
@@ -101,35 +103,9 @@ static void start_service(const char *svc, const char *const *extra, running *re
 	ret->pid = pid;
 }
 
-static size_t collect(char *data, size_t size, size_t nmemb, void *opaque)
-{
-	char *buf = opaque;
-	size_t have = strlen(buf), add = size * nmemb;
-
-	if (have + add >= 65536)
-		add = 65535 - have;
-	memcpy(buf + have, data, add);
-	buf[have + add] = '\0';
-	return size * nmemb;
-}
-
-/* GET http://127.0.0.1:port/path; returns the status (0 when no connection) and the body. */
 static long http_get(int port, const char *path, char *body)
 {
-	char url[256];
-	long status = 0;
-	CURL *c = curl_easy_init();
-
-	body[0] = '\0';
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
-	return status;
+	return dl_test_http_get(port, path, body, 65536);
 }
 
 static long wait_status(int port, const char *path, long want, int timeout_ms, char *body)

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+
+#include "tests/support/dl_test_http.h"
 #include <event2/event.h>
 
 #include "common/dl_deps.h"
@@ -28,34 +30,9 @@ static const dl_config_param test_params[] = {
 };
 #define NPARAMS (sizeof(test_params) / sizeof(test_params[0]))
 
-static size_t collect(char *data, size_t size, size_t nmemb, void *opaque)
-{
-	char *buf = opaque;
-	size_t have = strlen(buf), add = size * nmemb;
-
-	if (have + add >= 8192)
-		add = 8191 - have;
-	memcpy(buf + have, data, add);
-	buf[have + add] = '\0';
-	return size * nmemb;
-}
-
 static long http_get(int port, const char *path, char *body)
 {
-	char url[128];
-	long status = 0;
-	CURL *c = curl_easy_init();
-
-	body[0] = '\0';
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 3000L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
-	return status;
+	return dl_test_http_get(port, path, body, 8192);
 }
 
 /* The readiness check under test: its answer is switched by the client thread. */

@@ -542,6 +542,15 @@ static int make_entities(cbad_numeric *n)
 	return 0;
 }
 
+/* True when hash names one of the entity fields chosen so far. */
+static bool is_entity_field(const cbad_numeric *n, uint64_t hash)
+{
+	for (uint32_t e = 0; e < n->nent; e++)
+		if (n->ent_hash[e] == hash)
+			return true;
+	return false;
+}
+
 static void heur_decide(cbad_numeric *n)
 {
 	uint32_t N = n->heur_n;
@@ -588,10 +597,7 @@ static void heur_decide(cbad_numeric *n)
 
 		for (uint32_t i = 0; i < n->ncands; i++) {
 			const hcand *c = &n->cands[i];
-			bool is_ent = false;
-
-			for (uint32_t e = 0; e < n->nent; e++)
-				is_ent |= n->ent_hash[e] == c->hash;
+			bool is_ent = is_entity_field(n, c->hash);
 			if (is_ent || c->nstrings != c->present || c->present * 5 < N * 4 ||
 			    c->nspaced * 10 > c->present || c->nshapes < 2 || c->nshapes > CTX_MAX_SHAPES ||
 			    c->nvals < 2 * c->nshapes)
@@ -613,10 +619,7 @@ static void heur_decide(cbad_numeric *n)
 
 		for (uint32_t i = 0; i < n->ncands; i++) {
 			const hcand *c = &n->cands[i];
-			bool is_ent = false;
-
-			for (uint32_t e = 0; e < n->nent; e++)
-				is_ent |= n->ent_hash[e] == c->hash;
+			bool is_ent = is_entity_field(n, c->hash);
 			if (taken[i] || is_ent || c->nvals < 2 || c->nvals > CAT_MAX_DISTINCT ||
 			    c->present * 5 < N)
 				continue;
@@ -637,10 +640,7 @@ static void heur_decide(cbad_numeric *n)
 
 		for (uint32_t i = 0; i < n->ncands; i++) {
 			const hcand *c = &n->cands[i];
-			bool is_ent = false;
-
-			for (uint32_t e = 0; e < n->nent; e++)
-				is_ent |= n->ent_hash[e] == c->hash;
+			bool is_ent = is_entity_field(n, c->hash);
 			if (taken[i] || is_ent || c->nstrings * 2 < N || c->nvals <= CAT_MAX_DISTINCT ||
 			    c->nspaced * 10 > c->present || (double)c->nvals > ID_MAX_UNIQUE * c->present)
 				continue;
