@@ -357,13 +357,25 @@ static int anomaly_to_json(const struct proto_anomaly *a, cJSON *root, char *err
 	return 0;
 }
 
+/* The decoder as the encoder's check (the struct is large: on the heap). */
+static int anomaly_validate(const char *json, size_t len, char *errbuf, size_t errlen)
+{
+	struct proto_anomaly *check = malloc(sizeof(*check));
+	int rc;
+
+	if (check == NULL)
+		return -ENOMEM;
+	rc = proto_anomaly_decode(json, len, check, errbuf, errlen);
+	if (rc == 0)
+		proto_anomaly_free(check);
+	free(check);
+	return rc;
+}
+
 int proto_anomaly_encode(const struct proto_anomaly *a, char **ret_json, size_t *ret_len,
 			 char *errbuf, size_t errlen)
 {
-	struct proto_anomaly *check;
 	cJSON *root;
-	char *json;
-	size_t n;
 	int rc;
 
 	if (a == NULL) {
@@ -376,25 +388,8 @@ int proto_anomaly_encode(const struct proto_anomaly *a, char **ret_json, size_t 
 	rc = anomaly_to_json(a, root, errbuf, errlen);
 	if (rc < 0)
 		goto out_delete_root;
-	rc = proto_json_print(root, &json, &n);
-	if (rc < 0)
-		goto out_delete_root;
-	check = malloc(sizeof(*check));
-	if (check == NULL) {
-		rc = -ENOMEM;
-		goto out_free_json;
-	}
-	rc = proto_anomaly_decode(json, n, check, errbuf, errlen);
-	free(check);
-	if (rc < 0)
-		goto out_free_json;
-	cJSON_Delete(root);
-	*ret_json = json;
-	*ret_len = n;
-	return 0;
+	return proto_json_emit(root, anomaly_validate, ret_json, ret_len, errbuf, errlen);
 
-out_free_json:
-	free(json);
 out_delete_root:
 	cJSON_Delete(root);
 	return rc;

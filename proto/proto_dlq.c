@@ -308,13 +308,21 @@ static int dlq_to_json(const struct proto_dlq *d, cJSON *root, char *errbuf, siz
 	return 0;
 }
 
+/* The decoder as the encoder's check. */
+static int dlq_validate(const char *json, size_t len, char *errbuf, size_t errlen)
+{
+	struct proto_dlq check;
+	int rc = proto_dlq_decode(json, len, &check, errbuf, errlen);
+
+	if (rc == 0)
+		proto_dlq_free(&check);
+	return rc;
+}
+
 int proto_dlq_encode(const struct proto_dlq *d, char **ret_json, size_t *ret_len, char *errbuf,
 		     size_t errlen)
 {
-	struct proto_dlq check;
 	cJSON *root;
-	char *json;
-	size_t n;
 	int rc;
 
 	if (d == NULL) {
@@ -331,20 +339,8 @@ int proto_dlq_encode(const struct proto_dlq *d, char **ret_json, size_t *ret_len
 	rc = dlq_to_json(d, root, errbuf, errlen);
 	if (rc < 0)
 		goto out_delete_root;
-	rc = proto_json_print(root, &json, &n);
-	if (rc < 0)
-		goto out_delete_root;
-	rc = proto_dlq_decode(json, n, &check, errbuf, errlen);
-	if (rc < 0)
-		goto out_free_json;
-	proto_dlq_free(&check);
-	cJSON_Delete(root);
-	*ret_json = json;
-	*ret_len = n;
-	return 0;
+	return proto_json_emit(root, dlq_validate, ret_json, ret_len, errbuf, errlen);
 
-out_free_json:
-	free(json);
 out_delete_root:
 	cJSON_Delete(root);
 	return rc;

@@ -167,13 +167,25 @@ static int event_to_json(const struct proto_event *ev, cJSON *root, char *errbuf
 	return 0;
 }
 
+/* The decoder as the encoder's check (the struct is large: on the heap). */
+static int event_validate(const char *json, size_t len, char *errbuf, size_t errlen)
+{
+	struct proto_event *check = malloc(sizeof(*check));
+	int rc;
+
+	if (check == NULL)
+		return -ENOMEM;
+	rc = proto_event_decode(json, len, check, errbuf, errlen);
+	if (rc == 0)
+		proto_event_free(check);
+	free(check);
+	return rc;
+}
+
 int proto_event_encode(const struct proto_event *ev, char **ret_json, size_t *ret_len,
 		       char *errbuf, size_t errlen)
 {
-	struct proto_event *check;
 	cJSON *root, *payload;
-	char *json;
-	size_t n;
 	int rc;
 
 	if (ev == NULL || ev->payload == NULL) {
@@ -197,28 +209,8 @@ int proto_event_encode(const struct proto_event *ev, char **ret_json, size_t *re
 	rc = event_to_json(ev, root, errbuf, errlen);
 	if (rc < 0)
 		goto out_delete_root;
-	rc = proto_json_print(root, &json, &n);
-	if (rc < 0)
-		goto out_delete_root;
-	check = malloc(sizeof(*check));
-	if (check == NULL) {
-		rc = -ENOMEM;
-		goto out_free_json;
-	}
-	rc = proto_event_decode(json, n, check, errbuf, errlen);
-	if (rc < 0)
-		goto out_free_check;
-	proto_event_free(check);
-	free(check);
-	cJSON_Delete(root);
-	*ret_json = json;
-	*ret_len = n;
-	return 0;
+	return proto_json_emit(root, event_validate, ret_json, ret_len, errbuf, errlen);
 
-out_free_check:
-	free(check);
-out_free_json:
-	free(json);
 out_delete_root:
 	cJSON_Delete(root);
 	return rc;

@@ -549,3 +549,25 @@ int proto_json_print(const cJSON *root, char **ret_json, size_t *ret_len)
 	*ret_len = strlen(s);
 	return 0;
 }
+
+int proto_json_emit(cJSON *root, proto_json_validate_fn validate, char **ret_json,
+		    size_t *ret_len, char *errbuf, size_t errlen)
+{
+	char *json;
+	size_t n;
+	int rc;
+
+	rc = proto_json_print(root, &json, &n);
+	if (rc < 0)
+		goto out_delete_root;
+	rc = validate(json, n, errbuf, errlen);
+	if (rc < 0) {
+		free(json);
+		goto out_delete_root;
+	}
+	*ret_json = json;
+	*ret_len = n;
+out_delete_root:
+	cJSON_Delete(root);
+	return rc;
+}

@@ -86,4 +86,14 @@ int proto_json_put_enum(cJSON *obj, const char *path, const char *name, const ch
  * Failure: -ENOMEM, outputs untouched. */
 int proto_json_print(const cJSON *root, char **ret_json, size_t *ret_len);
 
+/* A message's own decoder run as a check: 0 when json is a valid message, else negative with
+ * the reason in errbuf. */
+typedef int (*proto_json_validate_fn)(const char *json, size_t len, char *errbuf, size_t errlen);
+
+/* Prints root and runs validate on the text, so every encoder applies the same rules as its
+ * decoder. Takes ownership of root (always deleted). On success *ret_json (caller frees) and
+ * *ret_len are set; on failure they are untouched and the error is validate's or -ENOMEM. */
+int proto_json_emit(cJSON *root, proto_json_validate_fn validate, char **ret_json,
+		    size_t *ret_len, char *errbuf, size_t errlen);
+
 #endif /* DL_PROTO_JSON_H */

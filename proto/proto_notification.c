@@ -57,13 +57,21 @@ int proto_notification_decode(const char *buf, size_t len, struct proto_notifica
 	return rc;
 }
 
+/* The decoder as the encoder's check. */
+static int notification_validate(const char *json, size_t len, char *errbuf, size_t errlen)
+{
+	struct proto_notification check;
+	int rc = proto_notification_decode(json, len, &check, errbuf, errlen);
+
+	if (rc == 0)
+		proto_notification_free(&check);
+	return rc;
+}
+
 int proto_notification_encode(const struct proto_notification *n, char **ret_json,
 			      size_t *ret_len, char *errbuf, size_t errlen)
 {
-	struct proto_notification check;
 	cJSON *root, *data;
-	char *json;
-	size_t len;
 	int rc;
 
 	if (n == NULL || n->data == NULL) {
@@ -89,20 +97,8 @@ int proto_notification_encode(const struct proto_notification *n, char **ret_jso
 	    (rc = cJSON_AddRawToObject(root, "data", n->data) != NULL ? 0 : -ENOMEM) < 0 ||
 	    (rc = proto_json_put_time(root, P, "created_at", n->created_at_ms, errbuf, errlen)) < 0)
 		goto out_delete_root;
-	rc = proto_json_print(root, &json, &len);
-	if (rc < 0)
-		goto out_delete_root;
-	rc = proto_notification_decode(json, len, &check, errbuf, errlen);
-	if (rc < 0)
-		goto out_free_json;
-	proto_notification_free(&check);
-	cJSON_Delete(root);
-	*ret_json = json;
-	*ret_len = len;
-	return 0;
+	return proto_json_emit(root, notification_validate, ret_json, ret_len, errbuf, errlen);
 
-out_free_json:
-	free(json);
 out_delete_root:
 	cJSON_Delete(root);
 	return rc;

@@ -95,13 +95,21 @@ static int usage_to_json(const struct proto_usage *u, cJSON *root, char *errbuf,
 	return 0;
 }
 
+/* The decoder as the encoder's check. */
+static int usage_validate(const char *json, size_t len, char *errbuf, size_t errlen)
+{
+	struct proto_usage check;
+	int rc = proto_usage_decode(json, len, &check, errbuf, errlen);
+
+	if (rc == 0)
+		proto_usage_free(&check);
+	return rc;
+}
+
 int proto_usage_encode(const struct proto_usage *u, char **ret_json, size_t *ret_len,
 		       char *errbuf, size_t errlen)
 {
-	struct proto_usage check;
 	cJSON *root;
-	char *json;
-	size_t n;
 	int rc;
 
 	if (u == NULL) {
@@ -120,19 +128,8 @@ int proto_usage_encode(const struct proto_usage *u, char **ret_json, size_t *ret
 	rc = usage_to_json(u, root, errbuf, errlen);
 	if (rc < 0)
 		goto out_delete_root;
-	rc = proto_json_print(root, &json, &n);
-	if (rc < 0)
-		goto out_delete_root;
-	rc = proto_usage_decode(json, n, &check, errbuf, errlen);
-	if (rc < 0)
-		goto out_free_json;
-	cJSON_Delete(root);
-	*ret_json = json;
-	*ret_len = n;
-	return 0;
+	return proto_json_emit(root, usage_validate, ret_json, ret_len, errbuf, errlen);
 
-out_free_json:
-	free(json);
 out_delete_root:
 	cJSON_Delete(root);
 	return rc;
