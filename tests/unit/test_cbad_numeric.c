@@ -150,6 +150,47 @@ START_TEST(test_value_and_rate)
 }
 END_TEST
 
+/* A univariate series of a quantised measurement (4 fractional levels): its levels are not
+ * categories (no rate:value=... kind), and a value beyond the range the series kept over its
+ * long history is a level anomaly, named "level:value" in the value kind. */
+START_TEST(test_level_values)
+{
+	cbad_numeric *n = make();
+	gen g = {0x5eed};
+	cbad_chan_signal s[16];
+	const cbad_chan_signal *v;
+	size_t k = 0;
+	bool any_cat = false;
+
+	for (int i = 0; i < 3000; i++) {
+		char buf[64];
+		int len = snprintf(buf, sizeof(buf), "{\"value\":%.2f}",
+				   1.5 + 0.25 * (int)(u01(&g) * 4));
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+				      .ts_ms = 1700000000000LL + i * 300000LL, .template_id = 7};
+
+		k = cbad_numeric_observe(n, &ev, true, s, 16);
+		any_cat |= named(s, k, "rate:value=") != NULL;
+	}
+	ck_assert(!any_cat);
+	{
+		char buf[64];
+		int len = snprintf(buf, sizeof(buf), "{\"value\":%.2f}", 9.0);
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+				      .ts_ms = 1700000000000LL + 3000 * 300000LL, .template_id = 7};
+
+		k = cbad_numeric_observe(n, &ev, false, s, 16);
+	}
+	v = named(s, k, "level:value");
+	ck_assert_ptr_nonnull(v);
+	ck_assert_int_eq(v->kind, CBAD_KIND_VALUE);
+	ck_assert(v->value == 9.0);
+	ck_assert_double_lt(v->p_value, 1e-3);
+	ck_assert_double_eq_tol(v->base_median, 1.875, 0.1);
+	cbad_numeric_free(n);
+}
+END_TEST
+
 /* A value of an identifier field (many values that recur, not an entity field) that suddenly
  * sends many events is a burst: "user=u999 occurred 20 times in the last 33 events". */
 START_TEST(test_id_burst)
@@ -564,6 +605,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_heuristic_and_entity_spike);
 	tcase_add_test(tc, test_value_and_rate);
+	tcase_add_test(tc, test_level_values);
 	tcase_add_test(tc, test_id_burst);
 	tcase_add_test(tc, test_who_and_state);
 	tcase_add_test(tc, test_calibration);

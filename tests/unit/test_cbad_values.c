@@ -302,6 +302,68 @@ START_TEST(test_state)
 }
 END_TEST
 
+/* The long-run level: calibrated on a stationary series, a value beyond the range the series
+ * kept is rare, one inside it is not; a routine excursion that recurs becomes known; the state
+ * round-trips exactly. */
+START_TEST(test_level)
+{
+	cbad_values_level l, l2;
+	cbad_writer w = {0};
+	cbad_reader r;
+	unsigned low = 0, judged = 0;
+	double st, p_far, p_peak_first = 1, p_peak_last = 1;
+
+	cbad_values_level_init(&l);
+	ck_assert(cbad_values_level_p(&l, 100) == 1.0);
+	for (int i = 0; i < 20000; i++) {
+		double x = 10 + gauss();
+
+		st = cbad_values_level_stat(&l, x, 0);
+		if (l.cal.seen >= CBAD_LEVEL_MIN_CAL && i >= 4096) {
+			judged++;
+			low += cbad_values_level_p(&l, st) < 1e-3;
+		}
+		cbad_values_level_learn(&l, x, st);
+	}
+	/* iid values: about 1e-3 of them below 1e-3 (the tail fit is conservative here) */
+	ck_assert_uint_le(low, judged / 400);
+	/* 8 sigma away from the long-run mean: rarer than anything in the last 4096 values */
+	p_far = cbad_values_level_p(&l, cbad_values_level_stat(&l, 18, 0));
+	ck_assert_double_lt(p_far, 2.5e-4);
+	ck_assert_double_gt(cbad_values_level_p(&l, cbad_values_level_stat(&l, 10.5, 0)), 0.3);
+	/* a daily peak of 6 sigma, every 288 values: the first ones are rare, the later ones known */
+	for (int i = 0; i < 288 * 12; i++) {
+		double x = i % 288 == 0 ? 16 : 10 + gauss();
+
+		st = cbad_values_level_stat(&l, x, 0);
+		if (i == 0)
+			p_peak_first = cbad_values_level_p(&l, st);
+		if (i == 288 * 11)
+			p_peak_last = cbad_values_level_p(&l, st);
+		cbad_values_level_learn(&l, x, st);
+	}
+	ck_assert_double_lt(p_peak_first, 1e-3);
+	ck_assert_double_gt(p_peak_last, 5 * p_peak_first);
+	/* the series' resolution floors sigma: a constant series is not infinitely surprised */
+	{
+		cbad_values_level c;
+
+		cbad_values_level_init(&c);
+		for (int i = 0; i < 100; i++)
+			cbad_values_level_learn(&c, 5.0, cbad_values_level_stat(&c, 5.0, 0.5));
+		ck_assert_double_eq_tol(cbad_values_level_stat(&c, 5.5, 0.5), 2.0, 1e-9);
+	}
+	cbad_values_level_save(&l, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_values_level_load(&l2, &r), 0);
+	ck_assert(memcmp(&l, &l2, sizeof(l)) == 0);
+	cbad_reader_init(&r, w.buf, 10);
+	ck_assert_int_eq(cbad_values_level_load(&l2, &r), -EINVAL);
+	cbad_writer_free(&w);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("cbad_values");
@@ -317,6 +379,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_model_spike_and_shift);
 	tcase_add_test(tc, test_runs);
 	tcase_add_test(tc, test_state);
+	tcase_add_test(tc, test_level);
 	suite_add_tcase(s, tc);
 	return s;
 }

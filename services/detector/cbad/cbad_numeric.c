@@ -64,7 +64,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x374d554eu    /* "NUM7": never-seen value pairs */
+#define STATE_TAG 0x384d554eu    /* "NUM8": a long-run level per value field */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -89,6 +89,7 @@ typedef struct vfield {
 	cbad_values_model m;
 	cbad_values_calib spike, shift;
 	cbad_values_runs runs;
+	cbad_values_level level;
 } vfield;
 
 typedef struct hval {
@@ -117,7 +118,12 @@ typedef struct cand {
 	int8_t wa, wb; /* who fields of a distinct-partner test */
 } cand;
 
-enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT, W_PAIR };
+enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT, W_PAIR,
+       W_LEVEL };
+/* tests whose p-value is calibrated on its own and bypasses the kind's rank calibration: a new
+ * pair's rate (the level test, tried that way, flagged 4x more rows on NAB than through the
+ * kind) */
+#define SELF_CALIBRATED(w) ((w) == W_PAIR)
 
 /* A pair of low-cardinality fields: how often lately its value pair was one never seen. */
 typedef struct pf_pair {
@@ -274,6 +280,7 @@ static vfield *vfield_add(cbad_numeric *n, const char *name, uint64_t hash)
 	cbad_values_calib_init(&f->spike);
 	cbad_values_calib_init(&f->shift);
 	cbad_values_runs_init(&f->runs);
+	cbad_values_level_init(&f->level);
 	return f;
 }
 
@@ -551,6 +558,17 @@ static bool is_entity_field(const cbad_numeric *n, uint64_t hash)
 	return false;
 }
 
+/* Whether a field is a value field whose values are not whole numbers (its smallest step
+ * between distinct values is fractional): a quantised measurement, whose few levels are not
+ * categories. */
+static bool is_measurement(const cbad_numeric *n, uint64_t hash)
+{
+	for (uint32_t i = 0; i < n->nvalues; i++)
+		if (n->v[i].hash == hash)
+			return n->v[i].m.res > 0 && (double)n->v[i].m.res != floor((double)n->v[i].m.res);
+	return false;
+}
+
 static void heur_decide(cbad_numeric *n)
 {
 	uint32_t N = n->heur_n;
@@ -621,7 +639,7 @@ static void heur_decide(cbad_numeric *n)
 			const hcand *c = &n->cands[i];
 			bool is_ent = is_entity_field(n, c->hash);
 			if (taken[i] || is_ent || c->nvals < 2 || c->nvals > CAT_MAX_DISTINCT ||
-			    c->present * 5 < N)
+			    c->present * 5 < N || is_measurement(n, c->hash))
 				continue;
 			if (best < 0 || c->present > n->cands[best].present)
 				best = (int)i;
@@ -736,6 +754,9 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 	case W_FLAT:
 		join4(out, cap, "flatline:", ef, sep, vf);
 		break;
+	case W_LEVEL:
+		join4(out, cap, "level:", vf, NULL, NULL);
+		break;
 	case W_EHOUR:
 		join4(out, cap, "hour:", ef, NULL, NULL);
 		break;
@@ -779,6 +800,10 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 	case W_FLAT:
 		snprintf(out, cap, "%s%s%s has repeated exactly %.6g for %.0f values in a row", who,
 			 who[0] ? ": " : "", vf, c->value, c->observed);
+		break;
+	case W_LEVEL:
+		snprintf(out, cap, "%s %.6g is outside its long-run range %.6g..%.6g (mean %.6g)", vf,
+			 c->value, c->lo, c->hi, c->med);
 		break;
 	case W_EHOUR:
 		snprintf(out, cap, hours_fmt, who, c->value, c->lo, c->hi, c->med);
@@ -876,7 +901,7 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 	for (size_t i = 0; i < nf; i++) {
 		vfield *v;
 		cbad_values_judgement j;
-		double x = f[i].num, zp = 1, sp = 1;
+		double x = f[i].num, zp = 1, sp = 1, lst = 0;
 		bool judged = false;
 
 		if (f[i].type != CBAD_JSON_NUMBER || !isfinite(x))
@@ -919,8 +944,25 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 				c->lo = c->med = c->hi = 1;
 			}
 		}
+		/* the long-run level: is x outside the range the field kept over its long history? */
+		lst = cbad_values_level_stat(&v->level, x, (double)v->m.res);
+		if (v->level.cal.seen >= CBAD_LEVEL_MIN_CAL) {
+			cand *c = push(cs, nc, K_VALUE, W_LEVEL, (int)(v - n->v), -1);
+
+			if (c) {
+				double sd = v->level.var > 0 ? sqrt(v->level.var) : 0;
+
+				c->p = cbad_values_level_p(&v->level, lst);
+				c->stat = lst;
+				c->value = x;
+				c->lo = v->level.mu - 2 * sd;
+				c->med = v->level.mu;
+				c->hi = v->level.mu + 2 * sd;
+			}
+		}
 		if (!learn)
 			continue;
+		cbad_values_level_learn(&v->level, x, lst);
 		if (judged) {
 			cbad_values_calib_learn(&v->spike, j.z, zp);
 			cbad_values_calib_learn(&v->shift, j.shift, sp);
@@ -1426,8 +1468,8 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	 * from another field or test (two tests of a kind that agree, cpu and p99 of one host, a user's burst and its new
 	 * cards, say more than either), calibrated against the kind's own recent events */
 	for (size_t i = 0; i < nc; i++) {
-		if (cs[i].what == W_PAIR)
-			continue; /* calibrated on its own (observe_pairs) */
+		if (SELF_CALIBRATED(cs[i].what))
+			continue; /* calibrated on its own (observe_pairs, observe_values) */
 		kcount[cs[i].kind]++;
 		if (cs[i].p < kmin[cs[i].kind]) {
 			kmin[cs[i].kind] = cs[i].p;
@@ -1440,7 +1482,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	for (size_t i = 0; i < nc; i++) {
 		int b = kbest[cs[i].kind];
 
-		if ((int)i == b || cs[i].p >= kmin2[cs[i].kind] || cs[i].what == W_PAIR)
+		if ((int)i == b || cs[i].p >= kmin2[cs[i].kind] || SELF_CALIBRATED(cs[i].what))
 			continue;
 		if (cs[i].field >= 0 && cs[i].field == cs[b].field && cs[i].ent == cs[b].ent)
 			continue;
@@ -1454,7 +1496,9 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 			continue;
 		/* a record is clipped when it comes from a test whose statistic grows with the
 		 * anomaly's length (a run, a count over a window): not when it comes from a spike or
-		 * step, which judge one or two values (a new level is learned at its height) */
+		 * step, which judge one or two values (a new level is learned at its height). The
+		 * long-run level is clipped: a drift away from it is a run of growing statistics too
+		 * (unclipped, NAB standard 31.5 -> 28.5) */
 		clip = kbest[k] < 0 || (cs[kbest[k]].what != W_SPIKE && cs[kbest[k]].what != W_SHIFT);
 		st = stat_of_p(kmin[k]) + stat_of_p(kmin2[k]);
 		/* the power-law tail fit: -log10 of a minimum of heterogeneous p-values has a
@@ -1466,7 +1510,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 			cbad_values_lcalib_learn_clip(&n->kind_cal[k], st, pk, clip);
 		/* the other tests of the kind: Bonferroni within the kind, never below the kind */
 		for (size_t i = 0; i < nc; i++) {
-			if (cs[i].kind != k || cs[i].what == W_PAIR)
+			if (cs[i].kind != k || SELF_CALIBRATED(cs[i].what))
 				continue;
 			if ((int)i == kbest[k]) {
 				cs[i].p = pk;
@@ -1479,7 +1523,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 		if (kbest[k] < 0) {
 			/* every test of the kind said 1: the first one carries the kind */
 			for (size_t i = 0; i < nc; i++)
-				if (cs[i].kind == k && cs[i].what != W_PAIR) {
+				if (cs[i].kind == k && !SELF_CALIBRATED(cs[i].what)) {
 					cs[i].p = pk;
 					break;
 				}
@@ -1558,6 +1602,7 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 		cbad_values_calib_save(&n->v[i].spike, w);
 		cbad_values_calib_save(&n->v[i].shift, w);
 		cbad_values_runs_save(&n->v[i].runs, w);
+		cbad_values_level_save(&n->v[i].level, w);
 	}
 	for (int k = 0; k < NK; k++)
 		cbad_values_lcalib_save(&n->kind_cal[k], w);
@@ -1671,6 +1716,8 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 		if (cbad_values_calib_load(&v->spike, r) < 0 || cbad_values_calib_load(&v->shift, r) < 0)
 			return -EINVAL;
 		cbad_values_runs_load(&v->runs, r);
+		if (cbad_values_level_load(&v->level, r) < 0)
+			return -EINVAL;
 	}
 	for (int k = 0; k < NK; k++)
 		if (cbad_values_lcalib_load(&n->kind_cal[k], r) < 0)

@@ -609,6 +609,97 @@ void cbad_values_model_load(cbad_values_model *m, cbad_reader *r)
 	m->run = (uint16_t)(nr >> 16);
 }
 
+/* ---- long-run level ---- */
+
+void cbad_values_level_init(cbad_values_level *l)
+{
+	memset(l, 0, sizeof(*l));
+	cbad_values_lcalib_init(&l->cal);
+}
+
+static double level_sigma(const cbad_values_level *l, double res)
+{
+	double s = sqrt(l->var);
+
+	if (s < 0.5 * res)
+		s = 0.5 * res;
+	if (s < 1e-9 * (1.0 + fabs(l->mu)))
+		s = 1e-9 * (1.0 + fabs(l->mu));
+	return s;
+}
+
+double cbad_values_level_stat(const cbad_values_level *l, double x, double res)
+{
+	if (l->n < CBAD_VALUES_MIN_N || !isfinite(x))
+		return 0.0;
+	return fabs(x - l->mu) / level_sigma(l, res);
+}
+
+double cbad_values_level_p(const cbad_values_level *l, double stat)
+{
+	if (l->cal.seen < CBAD_LEVEL_MIN_CAL)
+		return 1.0;
+	return cbad_values_lcalib_p(&l->cal, stat);
+}
+
+void cbad_values_level_learn(cbad_values_level *l, double x, double stat)
+{
+	double a, r, lim;
+
+	if (!isfinite(x))
+		return;
+	/* Every statistic is learned, at its height (p = 1 bypasses the normal-data guard): a
+	 * series' routine excursions (a daily peak) must become known, or each one looks like the
+	 * first; only the first value of a new excursion is rare among the 4096 remembered. With
+	 * the guard, NAB standard 30.0 instead of 33.3 (recurring peaks flagged every day). */
+	if (l->n >= CBAD_VALUES_MIN_N)
+		cbad_values_lcalib_learn_clip(&l->cal, stat, 1.0, false);
+	if (l->n == 0) {
+		l->mu = x;
+		l->var = 0;
+		l->n = 1;
+		return;
+	}
+	a = 1.0 / (double)(l->n + 1 < CBAD_LEVEL_MEMORY ? l->n + 1 : CBAD_LEVEL_MEMORY);
+	r = x - l->mu;
+	/* Huber clip, as in the value model: one excursion barely moves the long-run level */
+	if (l->n >= CBAD_VALUES_MIN_N) {
+		lim = MODEL_CLIP * level_sigma(l, 0.0);
+		if (r > lim)
+			r = lim;
+		if (r < -lim)
+			r = -lim;
+	}
+	l->mu += a * r;
+	l->var = (1.0 - a) * (l->var + a * r * r);
+	if (l->n < UINT32_MAX)
+		l->n++;
+}
+
+void cbad_values_level_save(const cbad_values_level *l, cbad_writer *w)
+{
+	cbad_w_f64(w, l->mu);
+	cbad_w_f64(w, l->var);
+	cbad_w_u32(w, l->n);
+	cbad_values_lcalib_save(&l->cal, w);
+}
+
+int cbad_values_level_load(cbad_values_level *l, cbad_reader *r)
+{
+	cbad_values_level t;
+
+	memset(&t, 0, sizeof(t));
+	t.mu = cbad_r_f64(r);
+	t.var = cbad_r_f64(r);
+	t.n = cbad_r_u32(r);
+	if (r->failed || !isfinite(t.mu) || !(t.var >= 0 && isfinite(t.var)))
+		return -EINVAL;
+	if (cbad_values_lcalib_load(&t.cal, r) < 0)
+		return -EINVAL;
+	*l = t;
+	return 0;
+}
+
 /* ---- runs ---- */
 
 void cbad_values_runs_init(cbad_values_runs *r)

@@ -124,6 +124,33 @@ void cbad_values_model_learn(cbad_values_model *m, double x);
 void cbad_values_model_save(const cbad_values_model *m, cbad_writer *w);
 void cbad_values_model_load(cbad_values_model *m, cbad_reader *r);
 
+/* Long-run level of a series: a Huber-clipped EW mean and variance over ~CBAD_LEVEL_MEMORY
+ * values, and a long calibrator of |x - mean| / sigma. It asks whether a value lies outside the
+ * range the series kept over its long history (a new high or low), which the spike and step
+ * tests, judged against the last few values, cannot say: a series whose spikes are routine
+ * gives every spike the same tail p, however far beyond the history it goes. 1080 bytes. */
+#define CBAD_LEVEL_MEMORY 1024 /* values the level's mean and variance remember */
+#define CBAD_LEVEL_MIN_CAL 256 /* statistics the calibrator needs before p-values are given */
+typedef struct cbad_values_level {
+	double mu, var;
+	uint32_t n; /* values learned (saturates) */
+	uint32_t pad_; /* always 0 */
+	cbad_values_lcalib cal;
+} cbad_values_level;
+
+void cbad_values_level_init(cbad_values_level *l);
+/* |x - mean| / sigma, sigma floored at half of res (the series' smallest step, 0 if unknown)
+ * and at 1e-9 (1 + |mean|); 0 before the level has CBAD_VALUES_MIN_N values. */
+double cbad_values_level_stat(const cbad_values_level *l, double x, double res);
+/* p-value of stat, 1 until the calibrator has CBAD_LEVEL_MIN_CAL statistics. */
+double cbad_values_level_p(const cbad_values_level *l, double stat);
+/* Learns x, and its stat (from cbad_values_level_stat, before learning) into the
+ * calibrator: every one, at its height, so that a recurring excursion becomes known. */
+void cbad_values_level_learn(cbad_values_level *l, double x, double stat);
+void cbad_values_level_save(const cbad_values_level *l, cbad_writer *w);
+/* Returns 0 or -EINVAL. */
+int cbad_values_level_load(cbad_values_level *l, cbad_reader *r);
+
 /* Run-length statistics of repeated values, a two-state Markov chain (value changed / value
  * repeated) with decaying counts: P(a run reaches length r) = q1 * q2^(r-2). */
 typedef struct cbad_values_runs {
