@@ -150,8 +150,9 @@ START_TEST(test_value_and_rate)
 }
 END_TEST
 
-/* A univariate series of a quantised measurement (4 fractional levels): its levels are not
- * categories (no rate:value=... kind), and a value beyond the range the series kept over its
+/* A series of a quantised measurement (4 fractional levels) beside an integer code: the
+ * measurement's levels are not categories (no rate:value=... kind), the code's values are (a
+ * burst of code=503 is a rate anomaly), and a value beyond the range the series kept over its
  * long history is a level anomaly, named "level:value" in the value kind. */
 START_TEST(test_level_values)
 {
@@ -161,23 +162,28 @@ START_TEST(test_level_values)
 	const cbad_chan_signal *v;
 	size_t k = 0;
 	bool any_cat = false;
+	double pcode = 1;
 
-	for (int i = 0; i < 3000; i++) {
+	for (int i = 0; i < 3040; i++) {
 		char buf[64];
-		int len = snprintf(buf, sizeof(buf), "{\"value\":%.2f}",
-				   1.5 + 0.25 * (int)(u01(&g) * 4));
+		int len = snprintf(buf, sizeof(buf), "{\"value\":%.2f,\"code\":%d}",
+				   1.5 + 0.25 * (int)(u01(&g) * 4),
+				   i >= 3000 || u01(&g) < 0.02 ? 503 : 200);
 		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
 				      .ts_ms = 1700000000000LL + i * 300000LL, .template_id = 7};
 
 		k = cbad_numeric_observe(n, &ev, true, s, 16);
 		any_cat |= named(s, k, "rate:value=") != NULL;
+		if (i >= 3000 && named(s, k, "rate:code=503"))
+			pcode = fmin(pcode, named(s, k, "rate:code=503")->p_value);
 	}
 	ck_assert(!any_cat);
+	ck_assert_double_lt(pcode, 1e-3);
 	{
 		char buf[64];
-		int len = snprintf(buf, sizeof(buf), "{\"value\":%.2f}", 9.0);
+		int len = snprintf(buf, sizeof(buf), "{\"value\":%.2f,\"code\":200}", 9.0);
 		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
-				      .ts_ms = 1700000000000LL + 3000 * 300000LL, .template_id = 7};
+				      .ts_ms = 1700000000000LL + 3040 * 300000LL, .template_id = 7};
 
 		k = cbad_numeric_observe(n, &ev, false, s, 16);
 	}

@@ -101,6 +101,7 @@ typedef struct hcand {
 	char name[CBAD_FIELD_NAME_MAX];
 	uint64_t hash;
 	uint32_t present, nstrings, nspaced, nvals;
+	uint32_t nmeasure; /* numbers written as measurements: a fraction, an exponent or 4+ digits */
 	hval vals[HEURISTIC_EVENTS];
 	uint32_t nshapes; /* distinct shapes of its string values; CTX_MAX_SHAPES + 1 = too many */
 	uint32_t shapes[CTX_MAX_SHAPES];
@@ -450,6 +451,23 @@ static uint64_t shape_hash(const char *s, size_t len, char *label, size_t cap)
 	return h;
 }
 
+/* Whether a number literal is written as a measurement: with a fraction or an exponent, or
+ * with 4 or more digits (the canonicaliser's rule, docs/algorithm.md section 1). Integers of up
+ * to 3 digits are usually codes (a status 503); a field that carries measurements has levels,
+ * not categories, even when it takes few distinct values (a CPU share sampled as 0.066 / 0.134,
+ * a byte count that is mostly 0). */
+static bool is_measurement(const char *s, size_t len)
+{
+	size_t digits = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '.' || s[i] == 'e' || s[i] == 'E')
+			return true;
+		digits += s[i] >= '0' && s[i] <= '9';
+	}
+	return digits >= 4;
+}
+
 static void heur_watch(cbad_numeric *n, const cbad_json_field *f, size_t nf)
 {
 	uint32_t t = n->heur_n;
@@ -475,6 +493,7 @@ static void heur_watch(cbad_numeric *n, const cbad_json_field *f, size_t nf)
 		c->present++;
 		c->nstrings += f[i].type == CBAD_JSON_STRING;
 		c->nspaced += f[i].type == CBAD_JSON_STRING && memchr(f[i].str, ' ', f[i].str_len);
+		c->nmeasure += f[i].type == CBAD_JSON_NUMBER && is_measurement(f[i].str, f[i].str_len);
 		h = (uint32_t)cbad_json_hash(CBAD_JSON_HASH_INIT, f[i].str, f[i].str_len);
 		{
 			uint32_t j;
@@ -558,17 +577,6 @@ static bool is_entity_field(const cbad_numeric *n, uint64_t hash)
 	return false;
 }
 
-/* Whether a field is a value field whose values are not whole numbers (its smallest step
- * between distinct values is fractional): a quantised measurement, whose few levels are not
- * categories. */
-static bool is_measurement(const cbad_numeric *n, uint64_t hash)
-{
-	for (uint32_t i = 0; i < n->nvalues; i++)
-		if (n->v[i].hash == hash)
-			return n->v[i].m.res > 0 && (double)n->v[i].m.res != floor((double)n->v[i].m.res);
-	return false;
-}
-
 static void heur_decide(cbad_numeric *n)
 {
 	uint32_t N = n->heur_n;
@@ -639,7 +647,7 @@ static void heur_decide(cbad_numeric *n)
 			const hcand *c = &n->cands[i];
 			bool is_ent = is_entity_field(n, c->hash);
 			if (taken[i] || is_ent || c->nvals < 2 || c->nvals > CAT_MAX_DISTINCT ||
-			    c->present * 5 < N || is_measurement(n, c->hash))
+			    c->present * 5 < N || c->nmeasure > 0)
 				continue;
 			if (best < 0 || c->present > n->cands[best].present)
 				best = (int)i;
@@ -1619,6 +1627,7 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 			cbad_w_u32(w, c->present);
 			cbad_w_u32(w, c->nstrings);
 			cbad_w_u32(w, c->nspaced);
+			cbad_w_u32(w, c->nmeasure);
 			cbad_w_u32(w, c->nvals);
 			for (uint32_t j = 0; j < c->nvals; j++) {
 				cbad_w_u32(w, c->vals[j].h);
@@ -1735,6 +1744,7 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 			c->present = cbad_r_count(r, HEURISTIC_EVENTS);
 			c->nstrings = cbad_r_count(r, c->present);
 			c->nspaced = cbad_r_count(r, c->nstrings);
+			c->nmeasure = cbad_r_count(r, c->present);
 			c->nvals = cbad_r_count(r, HEURISTIC_EVENTS);
 			for (uint32_t j = 0; j < c->nvals && !r->failed; j++) {
 				c->vals[j].h = cbad_r_u32(r);
