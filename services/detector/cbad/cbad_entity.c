@@ -412,7 +412,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	/* learn: the pooled calibrators (strange statistics are not taken as normal), then the
 	 * entity's own models */
 	if (!e->values_only)
-		cbad_values_calib_learn(&e->rate_cal, rstat, rp);
+		cbad_rate_calib_learn(&e->rate_cal, rstat, rp);
 	/* once per (entity, day, hour) slot: a busy account's hundreds of events an hour would
 	 * otherwise fill the pooled window with its own ordinary hours */
 	if (hour_ok && !(x->mask >> hour & 1))
