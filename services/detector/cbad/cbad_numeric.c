@@ -64,7 +64,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x384d554eu    /* "NUM8": who-burst quarantine */
+#define STATE_TAG 0x384d554eu    /* "NUM8": who-burst quarantine, entities' recent share */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -1407,12 +1407,13 @@ static void observe_pairs(cbad_numeric *n, const cbad_json_field *f, size_t nf, 
  * events, after which an actor that stays busy is learned as before. Not the bursts of a
  * template or a categorical value, nor drops: those are changes of the stream's mix, which
  * last (a measurement stepping to a new level), and the kind learns them as now. */
-static bool rate_quarantine(cbad_numeric *n, const cand *best, double pk)
+static bool rate_quarantine(cbad_numeric *n, const cand *best, double pk, bool learn)
 {
 	bool who = best && (best->what == W_IDBURST || best->what == W_ERATE ||
 			    best->what == W_DISTINCT);
 	bool strange = who && pk < CBAD_CALIB_SKIP;
-	bool q = strange && n->rq_last > 0 && n->t + 1 - n->rq_last <= RQ_GAP &&
+	/* the budget counts only events that would have been learned */
+	bool q = learn && strange && n->rq_last > 0 && n->t + 1 - n->rq_last <= RQ_GAP &&
 		 n->rq_share < RQ_BUDGET;
 
 	if (strange)
@@ -1494,7 +1495,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 		pk = cbad_values_lcalib_ready(&n->kind_cal[k]) ? cbad_values_lcalib_p(&n->kind_cal[k], st) :
 								  1.0;
 		quarantine = k == K_RATE &&
-			     rate_quarantine(n, kbest[k] >= 0 ? &cs[kbest[k]] : NULL, pk);
+			     rate_quarantine(n, kbest[k] >= 0 ? &cs[kbest[k]] : NULL, pk, learn);
 		if (learn && !quarantine)
 			cbad_values_lcalib_learn_clip(&n->kind_cal[k], st, pk, clip);
 		/* the other tests of the kind: Bonferroni within the kind, never below the kind */

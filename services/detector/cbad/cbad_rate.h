@@ -29,7 +29,7 @@
 /* Lazily decayed EW shares of one kind (or entity) among the stream's events. 24 bytes. */
 typedef struct cbad_rate_ew {
 	float s_short, s_mid, s_long;
-	uint32_t pad_;
+	float s_aux;   /* a fourth share the caller keeps itself (an entity's recent share), else 0 */
 	uint64_t last; /* stream event index of the last update */
 } cbad_rate_ew;
 
