@@ -245,6 +245,50 @@ START_TEST(test_id_burst)
 }
 END_TEST
 
+/* A long burst from one user, one event in four for 240 events (60 of them), every event
+ * learned: the burst's statistics are quarantined from the rate kind's calibration, so its
+ * last quarter is still flagged (15 of 15; without the quarantine the kind learned the burst
+ * and none of them was). */
+START_TEST(test_id_burst_long)
+{
+	cbad_numeric *n = make();
+	gen g = {0x5eed};
+	cbad_chan_signal s[16];
+	char buf[256];
+	int i = 0, late = 0, flagged = 0;
+
+	for (; i < 4000; i++) {
+		int len = snprintf(buf, sizeof(buf),
+				   "{\"host\":\"h%02d\",\"user\":\"u%03d\",\"op\":\"%s\",\"id\":\"r%08x\"}",
+				   i % 12, (int)(u01(&g) * 400), u01(&g) < 0.5 ? "read" : "write",
+				   (unsigned)(u01(&g) * 4e9));
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+				      .ts_ms = 1700000000000LL + i * 500, .template_id = 42};
+
+		cbad_numeric_observe(n, &ev, true, s, 16);
+	}
+	for (int b = 0; b < 240; b++, i++) {
+		bool mine = b % 4 == 0;
+		int len = snprintf(buf, sizeof(buf),
+				   "{\"host\":\"h%02d\",\"user\":\"u%03d\",\"op\":\"%s\",\"id\":\"r%08x\"}",
+				   i % 12, mine ? 999 : (int)(u01(&g) * 400),
+				   u01(&g) < 0.5 ? "read" : "write", (unsigned)(u01(&g) * 4e9));
+		cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+				      .ts_ms = 1700000000000LL + i * 500, .template_id = 42};
+		size_t k = cbad_numeric_observe(n, &ev, true, s, 16);
+		const cbad_chan_signal *v = named(s, k, "rate:user=u999");
+
+		if (mine && b >= 180) {
+			late++;
+			flagged += v && v->p_value < 1e-3;
+		}
+	}
+	ck_assert_int_eq(late, 15);
+	ck_assert_int_ge(flagged, 13);
+	cbad_numeric_free(n);
+}
+END_TEST
+
 /* An event of users paying with their own card (each user has one or two). */
 static size_t who_step(cbad_numeric *n, gen *g, int i, const char *user, unsigned card,
 		       cbad_chan_signal *s, size_t max)
@@ -613,6 +657,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_value_and_rate);
 	tcase_add_test(tc, test_level_values);
 	tcase_add_test(tc, test_id_burst);
+	tcase_add_test(tc, test_id_burst_long);
 	tcase_add_test(tc, test_who_and_state);
 	tcase_add_test(tc, test_calibration);
 	tcase_add_test(tc, test_determinism_and_state);

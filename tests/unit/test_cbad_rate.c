@@ -88,6 +88,51 @@ START_TEST(test_burst_unlearned)
 }
 END_TEST
 
+/* A long burst interleaved with ordinary events, every event learned (as the detector does when
+ * only the rate channel finds them strange): the burst's own statistics do not become the
+ * calibration, so its last events are as strange as its first (cbad_rate_calib_learn). */
+START_TEST(test_long_burst)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double plate = 0;
+	int nlate = 0;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 6000; i++)
+		feed(r, u01() < 0.01 ? "fail" : (u01() < 0.5 ? "ok" : "view"), &b, &d);
+	/* 400 events in which one in four fails: about 100 failures, far past the 2 % budget of
+	 * cbad_values_calib_learn */
+	for (int i = 0; i < 400; i++) {
+		feed(r, i % 4 == 0 ? "fail" : (u01() < 0.5 ? "ok" : "view"), &b, &d);
+		if (i >= 300 && i % 4 == 0 && !strcmp(b.label, "fail")) {
+			plate = b.p_value > plate ? b.p_value : plate;
+			nlate++;
+		}
+	}
+	ck_assert_int_gt(nlate, 20);
+	ck_assert_double_lt(plate, 1e-3);
+	cbad_rate_free(r);
+}
+END_TEST
+
+/* Only ordinary statistics are learned, however many strange ones came. */
+START_TEST(test_calib_learn)
+{
+	cbad_values_calib c;
+	double p0;
+
+	cbad_values_calib_init(&c);
+	for (int i = 0; i < 256; i++)
+		cbad_rate_calib_learn(&c, -log10(u01()), 0.5);
+	p0 = cbad_values_calib_p_logp(&c, 8.0);
+	ck_assert_double_lt(p0, 1e-4);
+	for (int i = 0; i < 200; i++)
+		cbad_rate_calib_learn(&c, 8.0, cbad_values_calib_p_logp(&c, 8.0));
+	ck_assert_double_eq(cbad_values_calib_p_logp(&c, 8.0), p0);
+}
+END_TEST
+
 START_TEST(test_drop)
 {
 	cbad_rate *r;
@@ -229,6 +274,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_poisson_by_hand);
 	tcase_add_test(tc, test_burst);
 	tcase_add_test(tc, test_burst_unlearned);
+	tcase_add_test(tc, test_long_burst);
+	tcase_add_test(tc, test_calib_learn);
 	tcase_add_test(tc, test_drop);
 	tcase_add_test(tc, test_calibrated);
 	tcase_add_test(tc, test_state);

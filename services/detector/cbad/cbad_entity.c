@@ -234,6 +234,46 @@ static void hours_roll(ent *x, uint32_t day)
 	x->day = day;
 }
 
+static double ew_decay(double w, uint64_t dt)
+{
+	return dt ? exp((double)dt * log1p(-1.0 / w)) : 1.0;
+}
+
+/* The entity's burst: its count in the last CBAD_ENTITY_RATE_SHORT events plus this one against
+ * Poisson(window x its share before the last CBAD_ENTITY_RATE_BEFORE events, at least prior).
+ * The share before the short window alone let a long burst raise its own baseline: a scanner
+ * sending one event in eight for 1400 events was expected 3.7 times in 128 events by its end,
+ * against 0.2 at its start. The recent share is kept in ew.s_aux. */
+static double ent_burst(const ent *x, uint64_t now, double prior, double *ret_obs,
+			double *ret_exp)
+{
+	const double ws = CBAD_ENTITY_RATE_SHORT, wr = CBAD_ENTITY_RATE_BEFORE;
+	const double wl = CBAD_RATE_LONG;
+	uint64_t dt = now > x->ew.last ? now - x->ew.last : 0;
+	double cs = (double)x->ew.s_short * ew_decay(ws, dt) * ws;
+	double cr = (double)x->ew.s_aux * ew_decay(wr, dt) * wr;
+	double cl = (double)x->ew.s_long * ew_decay(wl, dt) * wl;
+	double share = (cl - cr) / (wl - wr);
+
+	if (share < prior)
+		share = prior;
+	*ret_obs = cs + 1.0;
+	*ret_exp = share * ws;
+	return -cbad_rate_log10_upper(*ret_obs, *ret_exp);
+}
+
+/* Counts one occurrence of the entity at stream index now in its shares. */
+static void ent_count(ent *x, uint64_t now)
+{
+	const double wr = CBAD_ENTITY_RATE_BEFORE;
+	uint64_t dt = now > x->ew.last ? now - x->ew.last : 0;
+	double r = (double)x->ew.s_aux * ew_decay(wr, dt);
+
+	/* before the EW shares learn: they move ew.last */
+	x->ew.s_aux = (float)(r + (1.0 - r) / wr);
+	cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+}
+
 static double stat_of_p(double p)
 {
 	return p >= 1.0 ? 0.0 : -log10(p);
@@ -285,8 +325,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	/* rate: the entity's share of the stream's recent events (a values-only table has none) */
 	rstat = 0;
 	if (!e->values_only)
-		rstat = cbad_rate_ew_burst(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG, prior,
-					   &obs, &ex);
+		rstat = ent_burst(x, now, prior, &obs, &ex);
 	if (!e->values_only && cbad_values_calib_ready(&e->rate_cal)) {
 		rp = cbad_values_calib_p_logp(&e->rate_cal, rstat);
 		if (k < max) {
@@ -404,7 +443,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 		return k;
 	if (!learn) {
 		if (!e->values_only)
-			cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+			ent_count(x, now);
 		x->seen = now;
 		return k;
 	}
@@ -412,7 +451,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	/* learn: the pooled calibrators (strange statistics are not taken as normal), then the
 	 * entity's own models */
 	if (!e->values_only)
-		cbad_values_calib_learn(&e->rate_cal, rstat, rp);
+		cbad_rate_calib_learn(&e->rate_cal, rstat, rp);
 	/* once per (entity, day, hour) slot: a busy account's hundreds of events an hour would
 	 * otherwise fill the pooled window with its own ordinary hours */
 	if (hour_ok && !(x->mask >> hour & 1))
@@ -435,7 +474,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 		cbad_values_model_learn(m, x1);
 	}
 	if (!e->values_only)
-		cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+		ent_count(x, now);
 	if (hour >= 0) {
 		if (x->mask == 0)
 			x->day = day;
@@ -477,6 +516,7 @@ void cbad_entity_save(const cbad_entity *e, cbad_writer *w)
 		cbad_w_f64(w, x->ew.s_short);
 		cbad_w_f64(w, x->ew.s_mid);
 		cbad_w_f64(w, x->ew.s_long);
+		cbad_w_f64(w, x->ew.s_aux);
 		for (int i = 0; i < 24; i++)
 			cbad_w_u32(w, x->hours[i]);
 		cbad_w_u32(w, x->days);
@@ -528,6 +568,7 @@ int cbad_entity_load(cbad_entity *e, cbad_reader *r)
 		x->ew.s_short = (float)cbad_r_f64(r);
 		x->ew.s_mid = (float)cbad_r_f64(r);
 		x->ew.s_long = (float)cbad_r_f64(r);
+		x->ew.s_aux = (float)cbad_r_f64(r);
 		for (int h = 0; h < 24; h++)
 			x->hours[h] = (uint8_t)cbad_r_count(r, HOURS_CAP);
 		x->days = (uint16_t)cbad_r_count(r, UINT16_MAX);

@@ -27,6 +27,7 @@
 #define CBAD_ENTITY_MAX_VALUES 4 /* value fields judged per entity (the first four) */
 #define CBAD_ENTITY_LABEL_MAX 32
 #define CBAD_ENTITY_RATE_SHORT 128 /* events: window of an entity's burst test */
+#define CBAD_ENTITY_RATE_BEFORE 2048 /* events: a burst is judged against the share before these */
 #define CBAD_ENTITY_MIN_OWN 16     /* an entity's own values needed before it is judged */
 #define CBAD_ENTITY_MIN_DAYS 2     /* an entity's earlier active days needed before its hours are judged */
 

@@ -65,7 +65,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x384d554eu    /* "NUM8": a long-run level per value field */
+#define STATE_TAG 0x394d554eu    /* "NUM9": long-run levels, who-burst quarantine, recent shares */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -80,6 +80,9 @@
 				  * shapes as the heuristic allows */
 #define CTX_WEAK_P 0.1           /* context tests weaker than this are counted, not carried */
 #define MAX_CAND 96
+#define RQ_GAP 32                /* events: a strange who-burst this close to the last one is quarantined */
+#define RQ_MEMORY 4096.0         /* events the quarantined share is averaged over */
+#define RQ_BUDGET 0.02           /* at most this share of events quarantined (about 80 of 4096) */
 #define HOUR_SPAN_MS (2 * 86400000LL) /* history needed before hours of day are judged */
 
 enum { K_VALUE = 0, K_ENTITY, K_RATE, NK };
@@ -209,6 +212,10 @@ struct cbad_numeric {
 	uint32_t *pset; /* PSET_SLOTS fingerprints (0 = empty), made when decided and npf >= 2 */
 
 	cbad_values_lcalib kind_cal[NK];
+	/* quarantine of one actor's burst from the rate kind's calibration: the stream index of
+	 * the last strange who-burst (+1, 0 = none), and the EW share of quarantined events */
+	uint64_t rq_last;
+	double rq_share;
 
 	uint32_t heur_n, ncands;
 	hcand *cands; /* HEURISTIC_MAX_FIELDS, until decided */
@@ -1316,7 +1323,7 @@ static void observe_who(cbad_numeric *n, const cbad_json_field *f, size_t nf, bo
 							   wf[a]->str, wf[a]->str_len);
 					}
 					if (learn)
-						cbad_values_calib_learn(&pr->cal, st, c->p);
+						cbad_rate_calib_learn(&pr->cal, st, c->p);
 				} else if (learn) {
 					cbad_values_calib_learn(&pr->cal, st, 1.0);
 				}
@@ -1441,6 +1448,31 @@ static void observe_pairs(cbad_numeric *n, const cbad_json_field *f, size_t nf, 
 	}
 }
 
+/* Whether the rate kind's statistic of this event is kept out of the kind's calibration. A
+ * burst from one actor (an id value's or an entity's share of events, an actor's new partners:
+ * a source failing logins as many users, a new account paying with many cards) is made of
+ * events that each look ordinary, and the kind calibrator learned it as the norm within a few
+ * dozen events (records clipped one bin up, then every strange one past the skip budget), so
+ * the rest of the burst went unflagged. Quarantined: a strange who-burst (kind p below the
+ * calibrators' guard) within RQ_GAP events of the previous one, for at most RQ_BUDGET of the
+ * events, after which an actor that stays busy is learned as before. Not the bursts of a
+ * template or a categorical value, nor drops: those are changes of the stream's mix, which
+ * last (a measurement stepping to a new level), and the kind learns them as now. */
+static bool rate_quarantine(cbad_numeric *n, const cand *best, double pk, bool learn)
+{
+	bool who = best && (best->what == W_IDBURST || best->what == W_ERATE ||
+			    best->what == W_DISTINCT);
+	bool strange = who && pk < CBAD_CALIB_SKIP;
+	/* the budget counts only events that would have been learned */
+	bool q = learn && strange && n->rq_last > 0 && n->t + 1 - n->rq_last <= RQ_GAP &&
+		 n->rq_share < RQ_BUDGET;
+
+	if (strange)
+		n->rq_last = n->t + 1;
+	n->rq_share += ((q ? 1.0 : 0.0) - n->rq_share) / RQ_MEMORY;
+	return q;
+}
+
 size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool learn,
 			    cbad_chan_signal *out, size_t max)
 {
@@ -1499,7 +1531,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	}
 	for (int k = 0; k < NK; k++) {
 		double st, pk;
-		bool clip;
+		bool clip, quarantine;
 
 		if (kcount[k] == 0)
 			continue;
@@ -1515,7 +1547,9 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 		 * normal events at p < 1e-3) */
 		pk = cbad_values_lcalib_ready(&n->kind_cal[k]) ? cbad_values_lcalib_p(&n->kind_cal[k], st) :
 								  1.0;
-		if (learn)
+		quarantine = k == K_RATE &&
+			     rate_quarantine(n, kbest[k] >= 0 ? &cs[kbest[k]] : NULL, pk, learn);
+		if (learn && !quarantine)
 			cbad_values_lcalib_learn_clip(&n->kind_cal[k], st, pk, clip);
 		/* the other tests of the kind: Bonferroni within the kind, never below the kind */
 		for (size_t i = 0; i < nc; i++) {
@@ -1615,6 +1649,8 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 	}
 	for (int k = 0; k < NK; k++)
 		cbad_values_lcalib_save(&n->kind_cal[k], w);
+	cbad_w_u64(w, n->rq_last);
+	cbad_w_f64(w, n->rq_share);
 	cbad_rate_save(n->rate, w);
 	cbad_rate_save(n->crate, w);
 	cbad_w_u8(w, n->decided);
@@ -1732,6 +1768,10 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 	for (int k = 0; k < NK; k++)
 		if (cbad_values_lcalib_load(&n->kind_cal[k], r) < 0)
 			return -EINVAL;
+	n->rq_last = cbad_r_u64(r);
+	n->rq_share = cbad_r_f64(r);
+	if (r->failed || !(n->rq_share >= 0 && n->rq_share <= 1))
+		return -EINVAL;
 	if (cbad_rate_load(n->rate, r) < 0 || cbad_rate_load(n->crate, r) < 0)
 		return -EINVAL;
 	if (cbad_r_u8(r) == 0) {

@@ -218,6 +218,16 @@ void cbad_rate_ew_learn(cbad_rate_ew *e, uint64_t now, double w_short, double w_
 	ew_learn(e, &d, now, w_short, w_long);
 }
 
+void cbad_rate_calib_learn(cbad_values_calib *c, double stat, double p)
+{
+	/* no budget for a lasting change (cbad_values_calib_learn learns strange statistics once
+	 * 2 % of recent ones were left out): the statistic is a count against the kind's own EW
+	 * share, so a lasting change lowers the statistic itself as the share catches up, while a
+	 * burst of 100 events is judged against the calibration from before it to its end */
+	if (p >= CBAD_CALIB_SKIP)
+		cbad_values_calib_add(c, stat);
+}
+
 /* ---- the kinds table ---- */
 
 static int rate_new(bool labeled, cbad_rate **ret)
@@ -386,7 +396,7 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		}
 	}
 	if (learn && bk)
-		cbad_values_calib_learn(&r->burst_cal, best, burst->p_value);
+		cbad_rate_calib_learn(&r->burst_cal, best, burst->p_value);
 	if (learn && deligible)
 		cbad_values_calib_learn(&r->drop_cal, dstat, drop->p_value);
 	r->rr++;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "services/detector/cbad/cbad_ser.h"
+#include "services/detector/cbad/cbad_values.h"
 
 /*
  * Rates are shares of the stream's events, not events per second: "this kind of event makes
@@ -28,7 +29,7 @@
 /* Lazily decayed EW shares of one kind (or entity) among the stream's events. 24 bytes. */
 typedef struct cbad_rate_ew {
 	float s_short, s_mid, s_long;
-	uint32_t pad_;
+	float s_aux;   /* a fourth share the caller keeps itself (an entity's recent share), else 0 */
 	uint64_t last; /* stream event index of the last update */
 } cbad_rate_ew;
 
@@ -48,6 +49,12 @@ double cbad_rate_ew_excess(const cbad_rate_ew *e, uint64_t now, double w_short, 
 			   double prior, double *ret_observed, double *ret_expected);
 /* Learns one occurrence at stream index now. */
 void cbad_rate_ew_learn(cbad_rate_ew *e, uint64_t now, double w_short, double w_long);
+
+/* Learns a rate statistic (a burst count, an entity's share, new partners) into its calibrator
+ * only when it is ordinary (p >= CBAD_CALIB_SKIP), with no budget for a lasting change: the
+ * statistic is measured against the kind's own EW share, which absorbs a lasting change by
+ * itself, so every event of a burst is judged against the calibration from before it. */
+void cbad_rate_calib_learn(cbad_values_calib *c, double stat, double p);
 
 typedef struct cbad_rate cbad_rate;
 
