@@ -19,9 +19,10 @@
 #include "services/detector/cbad/cbad_numeric.h"
 #include "services/detector/cbad/cbad_ser.h"
 #include "services/detector/cbad/cbad_signal.h"
+#include "services/detector/cbad/cbad_text.h"
 
 #define STATE_MAGIC "CBAD"
-#define STATE_VERSION 2u
+#define STATE_VERSION 3u /* 3: the text channel (cbad_text) */
 #define STATE_MAX_RAW (64u << 20)
 #define NOVELTY_HISTORY 1000     /* normal novelty scores the p-value ranks against */
 #define NOVELTY_MIN_SCALE 8.0    /* bits: floor of the tail scale beyond the largest score */
@@ -50,6 +51,7 @@ struct cbad_detector {
 	cbad_calib *ncal;
 	cbad_drift *drift;
 	cbad_numeric *num;
+	cbad_text *text;
 
 	/* The baseline: canonical events, oldest first, in a byte ring with a ring of lengths. */
 	uint8_t *bring;
@@ -150,6 +152,10 @@ int cbad_detector_new_channels(const cbad_settings *s, uint32_t channels, cbad_d
 		rc = cbad_numeric_new(s, &d->num, errbuf, errlen);
 		if (rc)
 			goto out_free;
+	}
+	if ((channels & CBAD_CHANNEL_TEXT) && cbad_text_new(&d->text)) {
+		rc = fail(errbuf, errlen, -ENOMEM, "out of memory");
+		goto out_free;
 	}
 	*ret = d;
 	return 0;
@@ -343,7 +349,7 @@ static void explain(cbad_detector *d, const cbad_chan_signal *top, const char *r
 	r->base_median = top->base_median;
 	r->base_high = top->base_high;
 	r->nevidence = 0;
-	if (top->kind == CBAD_KIND_EVENT) {
+	if (top->kind == CBAD_KIND_EVENT && !top->field[0]) { /* novelty; text signals name a field */
 		r->base_low = cbad_calib_quantile(d->ncal, 0.05);
 		r->base_median = cbad_calib_quantile(d->ncal, 0.5);
 		r->base_high = cbad_calib_quantile(d->ncal, 0.95);
@@ -414,6 +420,9 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 
 		nsig += cbad_numeric_observe(d->num, &v, !nov_flag, sig + nsig, MAX_SIGNALS - 2 - nsig);
 	}
+	/* The text channel belongs to the event kind: it judges the same event's content. */
+	if (d->text)
+		nsig += cbad_text_observe(d->text, event, len, LEARN_ALPHA, sig + nsig, MAX_SIGNALS - 1 - nsig);
 
 	if ((d->channels & CBAD_CHANNEL_DRIFT) &&
 	    cbad_drift_observe(d->drift, tmpl, ts_ms, !nov_flag, &rep)) {
@@ -514,7 +523,8 @@ void cbad_detector_status(const cbad_detector *d, cbad_status *ret)
 	ret->memory_bytes = sizeof(*d) + 2 * (size_t)d->bcap +
 			    d->s.baseline_events * (sizeof(uint32_t) + sizeof(uint16_t)) + d->s.max_event_bytes + 1 +
 			    cbad_novelty_memory(d->nov) + cbad_calib_memory(d->ncal) +
-			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0);
+			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0) +
+			    cbad_text_memory(d->text);
 }
 
 int cbad_detector_set_sensitivity(cbad_detector *d, double sensitivity)
@@ -626,6 +636,9 @@ int cbad_detector_save(const cbad_detector *d, void **ret_buf, size_t *ret_len, 
 	cbad_w_u8(&w, d->num != NULL);
 	if (d->num)
 		cbad_numeric_save(d->num, &w);
+	cbad_w_u8(&w, d->text != NULL);
+	if (d->text)
+		cbad_text_save(d->text, &w);
 	if (w.failed)
 		goto out_free;
 	bound = ZSTD_compressBound(w.len) + 16;
@@ -753,6 +766,10 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		goto out_corrupt;
 	if (d->num && cbad_numeric_load(d->num, &r))
 		goto out_corrupt;
+	if ((cbad_r_u8(&r) != 0) != (d->text != NULL))
+		goto out_corrupt;
+	if (d->text && cbad_text_load(d->text, &r))
+		goto out_corrupt;
 	if (r.failed || r.off != r.len)
 		goto out_corrupt;
 	free(raw);
@@ -770,6 +787,7 @@ void cbad_detector_free(cbad_detector *d)
 {
 	if (!d)
 		return;
+	cbad_text_free(d->text);
 	cbad_numeric_free(d->num);
 	cbad_drift_free(d->drift);
 	cbad_calib_free(d->ncal);

@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cbad_text: the text channel, how unusual the prose of an event's long free-text fields reads. */
+#include "services/detector/cbad/cbad_text.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "services/detector/cbad/cbad_json.h"
+#include "services/detector/cbad/cbad_calib.h"
+
+#define STATE_TAG 0x31545854u /* "TXT1" */
+#define CAND_MAX 16           /* string fields watched while the prose fields are chosen */
+#define SCAN_FIELDS 64
+#define SHAPE_BITS 1024       /* linear-counting bitmap of a candidate's digit-free values */
+/* A prose field: present in half of the events, 24 bytes long on average, words (a space in
+ * half of its values), mostly letters and spaces (not a user agent or a path), and its values
+ * still differ once digits are dropped (not a log template with variable numbers). */
+#define PROSE_PRESENT 0.5
+#define PROSE_MEAN_LEN 24.0
+#define PROSE_SPACED 0.5
+#define PROSE_LETTERS 0.8
+#define PROSE_SHAPES (1.0 / 8)
+#define TRI_BUCKETS 8192 /* hashed (a, b, c) byte triples */
+#define BI_BUCKETS 4096  /* hashed (a, b) byte pairs */
+#define SMOOTH 2.0       /* pseudo-counts a context lends to the next shorter one */
+#define HALVE_BYTES (1u << 16) /* every 64 KiB learned, all counts are halved */
+#define TEXT_MAX 1024    /* bytes of a text judged and learned */
+#define TEXT_MIN 8       /* shorter texts say too little */
+#define MODEL_WARMUP 256 /* texts a model learns before its statistics are calibrated */
+#define CALIB_HISTORY 1000      /* normal statistics a field's p-values rank against */
+#define CALIB_MIN 64            /* ... and how many before there are p-values */
+#define CALIB_MIN_SCALE 0.1     /* bits per byte: floor of the tail scale */
+#define LEFTOUT_EW (1.0 / 4096) /* share of recent texts left out of the model ... */
+#define LEFTOUT_NEW 0.05        /* ... above which strange texts are the new normal */
+
+typedef struct text_cand {
+	uint64_t hash;
+	char path[CBAD_FIELD_NAME_MAX];
+	uint32_t n, bytes, spaced, letters;
+	uint8_t shapes[SHAPE_BITS / 8];
+} text_cand;
+
+/* An order-2 byte model with hashed counts, interpolated down to order 0. */
+typedef struct text_model {
+	uint32_t uni[256];
+	uint32_t nuni;
+	uint32_t since_halve;
+	uint16_t bi[BI_BUCKETS];
+	uint16_t tri[TRI_BUCKETS];
+} text_model;
+
+typedef struct text_field {
+	uint64_t hash;
+	char path[CBAD_FIELD_NAME_MAX];
+	uint32_t texts; /* texts learned */
+	double leftout; /* EW share of texts not learned */
+	double mean;    /* EW mean of the learned statistics, for explanations */
+	text_model m;
+	cbad_calib *cal;
+} text_field;
+
+struct cbad_text {
+	uint32_t seen;
+	bool decided;
+	uint32_t ncand, nfields;
+	text_cand cand[CAND_MAX];
+	text_field f[CBAD_TEXT_MAX_FIELDS];
+};
+
+int cbad_text_new(cbad_text **ret)
+{
+	cbad_text *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return -ENOMEM;
+	*ret = t;
+	return 0;
+}
+
+void cbad_text_free(cbad_text *t)
+{
+	if (!t)
+		return;
+	for (uint32_t k = 0; k < t->nfields; k++)
+		cbad_calib_free(t->f[k].cal);
+	free(t);
+}
+
+size_t cbad_text_memory(const cbad_text *t)
+{
+	size_t n;
+
+	if (!t)
+		return 0;
+	n = sizeof(*t);
+	for (uint32_t k = 0; k < t->nfields; k++)
+		n += cbad_calib_memory(t->f[k].cal);
+	return n;
+}
+
+static inline uint32_t h2(uint32_t a, uint32_t b)
+{
+	return ((a << 8 | b) * 2654435761u) >> (32 - 12);
+}
+
+static inline uint32_t h3(uint32_t a, uint32_t b, uint32_t c)
+{
+	return ((a << 16 | b << 8 | c) * 2654435761u) >> (32 - 13);
+}
+
+_Static_assert(BI_BUCKETS == 1u << 12 && TRI_BUCKETS == 1u << 13, "hash widths");
+
+static inline void inc16(uint16_t *c)
+{
+	if (*c < UINT16_MAX)
+		(*c)++;
+}
+
+static void model_halve(text_model *m)
+{
+	m->nuni = 0;
+	for (int i = 0; i < 256; i++) {
+		m->uni[i] >>= 1;
+		m->nuni += m->uni[i];
+	}
+	for (int i = 0; i < BI_BUCKETS; i++)
+		m->bi[i] >>= 1;
+	for (int i = 0; i < TRI_BUCKETS; i++)
+		m->tri[i] >>= 1;
+	m->since_halve = 0;
+}
+
+/* The text starts after two virtual boundary bytes (0, which JSON strings never hold raw), so
+ * its opening bytes are judged as openings. */
+static void model_learn(text_model *m, const uint8_t *s, uint32_t n)
+{
+	uint32_t a = 0, b = 0;
+
+	m->uni[0]++;
+	m->nuni++;
+	inc16(&m->bi[h2(0, 0)]);
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t c = s[i];
+
+		m->uni[c]++;
+		m->nuni++;
+		inc16(&m->bi[h2(b, c)]);
+		inc16(&m->tri[h3(a, b, c)]);
+		a = b;
+		b = c;
+	}
+	m->since_halve += n + 1;
+	if (m->since_halve >= HALVE_BYTES)
+		model_halve(m);
+}
+
+/* Mean bits per byte of s under the model. */
+static double model_cost(const text_model *m, const uint8_t *s, uint32_t n)
+{
+	uint32_t a = 0, b = 0;
+	double bits = 0, inv_n0 = 1.0 / (m->nuni + 128.0);
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t c = s[i];
+		double p0 = (m->uni[c] + 0.5) * inv_n0;
+		double p1 = (m->bi[h2(b, c)] + SMOOTH * p0) / (m->uni[b] + SMOOTH);
+		double p2 = (m->tri[h3(a, b, c)] + SMOOTH * p1) / (m->bi[h2(a, b)] + SMOOTH);
+
+		/* hashed counts can collide, so a context may look rarer than its continuation */
+		bits -= log2(p2 < 1.0 ? p2 : 1.0);
+		a = b;
+		b = c;
+	}
+	return bits / n;
+}
+
+static void cand_watch(cbad_text *t, const cbad_json_field *f)
+{
+	text_cand *c = NULL;
+	uint64_t h = CBAD_JSON_HASH_INIT;
+	uint32_t spaced = 0, letters = 0;
+
+	for (uint32_t k = 0; k < t->ncand; k++)
+		if (t->cand[k].hash == f->path_hash) {
+			c = &t->cand[k];
+			break;
+		}
+	if (!c) {
+		if (t->ncand == CAND_MAX)
+			return;
+		c = &t->cand[t->ncand++];
+		c->hash = f->path_hash;
+		memcpy(c->path, f->path, sizeof(c->path)); /* both CBAD_FIELD_NAME_MAX, NUL-ended */
+	}
+	for (uint32_t i = 0; i < f->str_len; i++) {
+		unsigned char ch = (unsigned char)f->str[i];
+
+		if (ch == ' ')
+			spaced = 1;
+		if (ch == ' ' || (unsigned)((ch | 0x20) - 'a') < 26u || ch >= 0x80)
+			letters++;
+		if ((unsigned)(ch - '0') >= 10u)
+			h = cbad_json_hash(h, &ch, 1);
+	}
+	c->n++;
+	c->bytes += f->str_len;
+	c->spaced += spaced;
+	c->letters += letters;
+	h = (h ^ (h >> 29)) * 0xbf58476d1ce4e5b9ULL;
+	c->shapes[(h >> 54) >> 3] |= (uint8_t)(1u << ((h >> 54) & 7));
+}
+
+/* Linear counting: the number of distinct values behind a bitmap of SHAPE_BITS bits. */
+static double cand_shapes(const text_cand *c)
+{
+	uint32_t zero = 0;
+
+	for (int i = 0; i < SHAPE_BITS / 8; i++)
+		zero += 8 - (uint32_t)__builtin_popcount(c->shapes[i]);
+	if (zero == 0)
+		zero = 1;
+	return -SHAPE_BITS * log((double)zero / SHAPE_BITS);
+}
+
+/* The prose fields: every test of PROSE_* holds; the ones with the most text first. */
+static void cand_decide(cbad_text *t)
+{
+	bool taken[CAND_MAX] = {false};
+
+	t->decided = true;
+	while (t->nfields < CBAD_TEXT_MAX_FIELDS) {
+		int best = -1;
+
+		for (uint32_t k = 0; k < t->ncand; k++) {
+			const text_cand *c = &t->cand[k];
+
+			if (taken[k] || c->n < PROSE_PRESENT * t->seen ||
+			    c->bytes < PROSE_MEAN_LEN * c->n || c->spaced < PROSE_SPACED * c->n ||
+			    c->letters < PROSE_LETTERS * c->bytes || cand_shapes(c) < PROSE_SHAPES * c->n)
+				continue;
+			if (best < 0 || c->bytes > t->cand[best].bytes)
+				best = (int)k;
+		}
+		if (best < 0)
+			break;
+		taken[best] = true;
+		{
+			text_field *f = &t->f[t->nfields++];
+
+			memset(f, 0, sizeof(*f));
+			f->hash = t->cand[best].hash;
+			memcpy(f->path, t->cand[best].path, sizeof(f->path));
+			if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal)) {
+				t->nfields--; /* out of memory: the field is not modelled */
+				break;
+			}
+		}
+	}
+}
+
+size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn_alpha,
+			 cbad_chan_signal *out, size_t max)
+{
+	cbad_json_field fields[SCAN_FIELDS];
+	int nf;
+	double pbest = 1.0;
+	int ibest = -1;
+	double sbest = 0;
+
+	if (t->decided && t->nfields == 0)
+		return 0;
+	t->seen++;
+	{
+		size_t i = 0;
+
+		while (i < len && (raw[i] == ' ' || raw[i] == '\t'))
+			i++;
+		if (i == len || raw[i] != '{')
+			return 0;
+	}
+	nf = cbad_json_scan(raw, len, fields, SCAN_FIELDS);
+	if (nf <= 0)
+		return 0;
+	if (!t->decided) {
+		for (int i = 0; i < nf; i++)
+			if (fields[i].type == CBAD_JSON_STRING)
+				cand_watch(t, &fields[i]);
+		if (t->seen >= CBAD_TEXT_HEURISTIC)
+			cand_decide(t);
+		return 0;
+	}
+	for (uint32_t k = 0; k < t->nfields; k++) {
+		text_field *f = &t->f[k];
+		const cbad_json_field *jf = NULL;
+		uint32_t n;
+		double stat, p = 1.0;
+		bool learn;
+
+		for (int i = 0; i < nf; i++)
+			if (fields[i].path_hash == f->hash && fields[i].type == CBAD_JSON_STRING) {
+				jf = &fields[i];
+				break;
+			}
+		if (!jf || jf->str_len < TEXT_MIN)
+			continue;
+		n = jf->str_len < TEXT_MAX ? jf->str_len : TEXT_MAX;
+		stat = model_cost(&f->m, (const uint8_t *)jf->str, n);
+		if (f->texts >= MODEL_WARMUP && cbad_calib_count(f->cal) >= CALIB_MIN)
+			p = cbad_calib_pvalue(f->cal, stat);
+		if (p < pbest) {
+			pbest = p;
+			ibest = (int)k;
+			sbest = stat;
+		}
+		learn = p >= learn_alpha || f->leftout > LEFTOUT_NEW;
+		f->leftout = f->leftout * (1 - LEFTOUT_EW) + (learn ? 0 : LEFTOUT_EW);
+		if (f->texts >= MODEL_WARMUP) {
+			if (p >= learn_alpha)
+				cbad_calib_add(f->cal, stat);
+			else
+				cbad_calib_add_capped(f->cal, stat);
+		}
+		if (learn) {
+			model_learn(&f->m, (const uint8_t *)jf->str, n);
+			f->texts++;
+			f->mean = f->texts == 1 ? stat : f->mean + (stat - f->mean) / 64;
+		}
+	}
+	if (ibest < 0 || max == 0)
+		return 0;
+	{
+		cbad_chan_signal *s = out;
+		const text_field *f = &t->f[ibest];
+		double pc = pbest * t->nfields;
+
+		memset(s, 0, sizeof(*s));
+		s->kind = CBAD_KIND_EVENT;
+		snprintf(s->name, sizeof(s->name), "text:%s", f->path);
+		s->stat = sbest;
+		s->p_value = pc < 1.0 ? pc : 1.0;
+		s->value = sbest;
+		s->base_median = f->mean;
+		s->base_low = s->base_high = f->mean;
+		snprintf(s->field, sizeof(s->field), "%s", f->path);
+		snprintf(s->detail, sizeof(s->detail),
+			 "%s reads at %.2f bits per byte under its own recent texts, usually about %.2f",
+			 f->path, sbest, f->mean);
+	}
+	return 1;
+}
+
+static void model_save(const text_model *m, cbad_writer *w)
+{
+	cbad_w_u32(w, m->since_halve);
+	for (int i = 0; i < 256; i++)
+		cbad_w_u32(w, m->uni[i]);
+	cbad_w_bytes(w, m->bi, sizeof(m->bi));
+	cbad_w_bytes(w, m->tri, sizeof(m->tri));
+}
+
+static int model_load(text_model *m, cbad_reader *r)
+{
+	m->since_halve = cbad_r_u32(r);
+	m->nuni = 0;
+	for (int i = 0; i < 256; i++) {
+		m->uni[i] = cbad_r_u32(r);
+		m->nuni += m->uni[i];
+	}
+	cbad_r_bytes(r, m->bi, sizeof(m->bi));
+	cbad_r_bytes(r, m->tri, sizeof(m->tri));
+	return r->failed || m->since_halve >= HALVE_BYTES + TEXT_MAX + 1 ? -EINVAL : 0;
+}
+
+void cbad_text_save(const cbad_text *t, cbad_writer *w)
+{
+	cbad_w_u32(w, STATE_TAG);
+	cbad_w_u32(w, t->seen);
+	cbad_w_u8(w, t->decided);
+	cbad_w_u32(w, t->ncand);
+	for (uint32_t k = 0; k < t->ncand; k++) {
+		const text_cand *c = &t->cand[k];
+
+		cbad_w_u64(w, c->hash);
+		cbad_w_str(w, c->path);
+		cbad_w_u32(w, c->n);
+		cbad_w_u32(w, c->bytes);
+		cbad_w_u32(w, c->spaced);
+		cbad_w_u32(w, c->letters);
+		cbad_w_bytes(w, c->shapes, sizeof(c->shapes));
+	}
+	cbad_w_u32(w, t->nfields);
+	for (uint32_t k = 0; k < t->nfields; k++) {
+		const text_field *f = &t->f[k];
+
+		cbad_w_u64(w, f->hash);
+		cbad_w_str(w, f->path);
+		cbad_w_u32(w, f->texts);
+		cbad_w_f64(w, f->leftout);
+		cbad_w_f64(w, f->mean);
+		model_save(&f->m, w);
+		cbad_calib_save(f->cal, w);
+	}
+}
+
+int cbad_text_load(cbad_text *t, cbad_reader *r)
+{
+	uint32_t n;
+
+	for (uint32_t k = 0; k < t->nfields; k++)
+		cbad_calib_free(t->f[k].cal);
+	memset(t, 0, sizeof(*t));
+	if (cbad_r_u32(r) != STATE_TAG)
+		return -EINVAL;
+	t->seen = cbad_r_u32(r);
+	t->decided = cbad_r_u8(r) != 0;
+	t->ncand = cbad_r_count(r, CAND_MAX);
+	for (uint32_t k = 0; k < t->ncand; k++) {
+		text_cand *c = &t->cand[k];
+
+		c->hash = cbad_r_u64(r);
+		cbad_r_str(r, c->path, sizeof(c->path));
+		c->n = cbad_r_u32(r);
+		c->bytes = cbad_r_u32(r);
+		c->spaced = cbad_r_u32(r);
+		c->letters = cbad_r_u32(r);
+		cbad_r_bytes(r, c->shapes, sizeof(c->shapes));
+	}
+	n = cbad_r_count(r, CBAD_TEXT_MAX_FIELDS);
+	for (uint32_t k = 0; k < n; k++) {
+		text_field *f = &t->f[t->nfields++]; /* counted at once so that free releases it */
+
+		f->hash = cbad_r_u64(r);
+		cbad_r_str(r, f->path, sizeof(f->path));
+		f->texts = cbad_r_u32(r);
+		f->leftout = cbad_r_f64(r);
+		f->mean = cbad_r_f64(r);
+		if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal))
+			return -ENOMEM;
+		if (model_load(&f->m, r) || cbad_calib_load(f->cal, r))
+			return -EINVAL;
+		if (!(f->leftout >= 0 && f->leftout <= 1))
+			return -EINVAL;
+	}
+	return r->failed ? -EINVAL : 0;
+}
