@@ -101,6 +101,47 @@ START_TEST(test_prose_field_and_pvalues)
 }
 END_TEST
 
+/* A rare text that recurs is learned after the quarantine, while it stays strange for the
+ * length of a burst. */
+START_TEST(test_recurring_text_learned)
+{
+	cbad_text *t;
+	cbad_chan_signal sig;
+	size_t nsig;
+	char ev[512];
+	const char *odd = "Gerne helfe ich dir dabei. Die Antwort lautet wie folgt. Viel Erfolg!";
+	double first = 1.0, last = 1.0, first_stat = 0, last_stat = 0;
+
+	rng = 0x77ull;
+	ck_assert_int_eq(cbad_text_new(&t), 0);
+	for (int i = 0; i < CBAD_TEXT_HEURISTIC + 1500; i++)
+		observe(t, false, &sig, &nsig);
+	for (int i = 0; i < 1200; i++) {
+		if (i % 100 == 0) {
+			int n = snprintf(ev, sizeof(ev), "{\"id\":\"%08x\",\"answer\":\"%s\"}", next(), odd);
+
+			nsig = cbad_text_observe(t, ev, (size_t)n, 1e-3, &sig, 1);
+			ck_assert_uint_eq(nsig, 1);
+			if (i == 0) {
+				first = sig.p_value;
+				first_stat = sig.stat;
+			}
+			last = sig.p_value;
+			last_stat = sig.stat;
+		} else {
+			observe(t, false, &sig, &nsig);
+		}
+	}
+	/* Flagged at first and during the quarantine; then learned: its cost per byte falls by
+	 * more than half (this test's English is a 42-word vocabulary, so foreign letters still
+	 * stand out somewhat). */
+	ck_assert_double_lt(first, 1e-3);
+	ck_assert_double_lt(last_stat, first_stat / 2);
+	ck_assert_double_gt(last, first * 1e6);
+	cbad_text_free(t);
+}
+END_TEST
+
 START_TEST(test_no_prose_no_signal)
 {
 	cbad_text *t;
@@ -169,6 +210,7 @@ int main(void)
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_prose_field_and_pvalues);
+	tcase_add_test(tc, test_recurring_text_learned);
 	tcase_add_test(tc, test_no_prose_no_signal);
 	tcase_add_test(tc, test_state_roundtrip);
 	suite_add_tcase(s, tc);

@@ -33,6 +33,9 @@
 #define CALIB_HISTORY 1000      /* normal statistics a field's p-values rank against */
 #define CALIB_MIN 64            /* ... and how many before there are p-values */
 #define CALIB_MIN_SCALE 0.1     /* bits per byte: floor of the tail scale */
+#define QUARANTINE_N 16         /* flagged texts waiting to be learned ... */
+#define QUARANTINE_BYTES 256    /* ... their first bytes ... */
+#define QUARANTINE_DELAY 500    /* ... until this many more texts of the field have come */
 #define LEFTOUT_EW (1.0 / 4096) /* share of recent texts left out of the model ... */
 #define LEFTOUT_NEW 0.05        /* ... above which strange texts are the new normal */
 
@@ -58,6 +61,11 @@ typedef struct text_field {
 	uint32_t texts; /* texts learned */
 	double leftout; /* EW share of texts not learned */
 	double mean;    /* EW mean of the learned statistics, for explanations */
+	uint32_t observed; /* texts judged */
+	uint32_t qhead, qn; /* quarantine: strange texts learned only after QUARANTINE_DELAY more */
+	uint32_t q_due[QUARANTINE_N];
+	uint16_t q_len[QUARANTINE_N];
+	uint8_t q_bytes[QUARANTINE_N][QUARANTINE_BYTES];
 	text_model m;
 	cbad_calib *cal;
 } text_field;
@@ -133,6 +141,14 @@ static void model_halve(text_model *m)
 	m->since_halve = 0;
 }
 
+/* Every digit reads as '0': numbers in text are quantities and ids, not language, and their
+ * random digit pairs would make a short "42x38=?" cost more than a sentence in another
+ * script (the canonicaliser masks them for novelty for the same reason). */
+static inline uint32_t sym(uint8_t c)
+{
+	return (unsigned)(c - '0') < 10u ? '0' : c;
+}
+
 /* The text starts after two virtual boundary bytes (0, which JSON strings never hold raw), so
  * its opening bytes are judged as openings. */
 static void model_learn(text_model *m, const uint8_t *s, uint32_t n)
@@ -143,7 +159,7 @@ static void model_learn(text_model *m, const uint8_t *s, uint32_t n)
 	m->nuni++;
 	inc16(&m->bi[h2(0, 0)]);
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t c = s[i];
+		uint32_t c = sym(s[i]);
 
 		m->uni[c]++;
 		m->nuni++;
@@ -164,7 +180,7 @@ static double model_cost(const text_model *m, const uint8_t *s, uint32_t n)
 	double bits = 0, inv_n0 = 1.0 / (m->nuni + 128.0);
 
 	for (uint32_t i = 0; i < n; i++) {
-		uint32_t c = s[i];
+		uint32_t c = sym(s[i]);
 		double p0 = (m->uni[c] + 0.5) * inv_n0;
 		double p1 = (m->bi[h2(b, c)] + SMOOTH * p0) / (m->uni[b] + SMOOTH);
 		double p2 = (m->tri[h3(a, b, c)] + SMOOTH * p1) / (m->bi[h2(a, b)] + SMOOTH);
@@ -175,6 +191,31 @@ static double model_cost(const text_model *m, const uint8_t *s, uint32_t n)
 		b = c;
 	}
 	return bits / n;
+}
+
+/* A strange text is learned only QUARANTINE_DELAY texts later: a burst of one new kind of
+ * text (a window of answers in another language) stays strange for its duration, while a rare
+ * but normal text that recurs (a haiku asked for once a day) is learned and stops being
+ * flagged. Without it a flagged text was never learned and flagged on every return. */
+static void quarantine_put(text_field *f, const uint8_t *s, uint32_t n)
+{
+	uint32_t i;
+
+	if (f->qn == QUARANTINE_N)
+		return;
+	i = (f->qhead + f->qn++) % QUARANTINE_N;
+	f->q_due[i] = f->observed + QUARANTINE_DELAY;
+	f->q_len[i] = (uint16_t)(n < QUARANTINE_BYTES ? n : QUARANTINE_BYTES);
+	memcpy(f->q_bytes[i], s, f->q_len[i]);
+}
+
+static void quarantine_release(text_field *f)
+{
+	while (f->qn > 0 && f->q_due[f->qhead] <= f->observed) {
+		model_learn(&f->m, f->q_bytes[f->qhead], f->q_len[f->qhead]);
+		f->qhead = (f->qhead + 1) % QUARANTINE_N;
+		f->qn--;
+	}
 }
 
 static void cand_watch(cbad_text *t, const cbad_json_field *f)
@@ -327,7 +368,11 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 			model_learn(&f->m, (const uint8_t *)jf->str, n);
 			f->texts++;
 			f->mean = f->texts == 1 ? stat : f->mean + (stat - f->mean) / 64;
+		} else {
+			quarantine_put(f, (const uint8_t *)jf->str, n);
 		}
+		f->observed++;
+		quarantine_release(f);
 	}
 	if (ibest < 0 || max == 0)
 		return 0;
@@ -400,6 +445,15 @@ void cbad_text_save(const cbad_text *t, cbad_writer *w)
 		cbad_w_u32(w, f->texts);
 		cbad_w_f64(w, f->leftout);
 		cbad_w_f64(w, f->mean);
+		cbad_w_u32(w, f->observed);
+		cbad_w_u32(w, f->qn);
+		for (uint32_t q = 0; q < f->qn; q++) {
+			uint32_t i = (f->qhead + q) % QUARANTINE_N;
+
+			cbad_w_u32(w, f->q_due[i]);
+			cbad_w_u32(w, f->q_len[i]);
+			cbad_w_bytes(w, f->q_bytes[i], f->q_len[i]);
+		}
 		model_save(&f->m, w);
 		cbad_calib_save(f->cal, w);
 	}
@@ -437,6 +491,13 @@ int cbad_text_load(cbad_text *t, cbad_reader *r)
 		f->texts = cbad_r_u32(r);
 		f->leftout = cbad_r_f64(r);
 		f->mean = cbad_r_f64(r);
+		f->observed = cbad_r_u32(r);
+		f->qn = cbad_r_count(r, QUARANTINE_N);
+		for (uint32_t q = 0; q < f->qn && !r->failed; q++) {
+			f->q_due[q] = cbad_r_u32(r);
+			f->q_len[q] = (uint16_t)cbad_r_count(r, QUARANTINE_BYTES);
+			cbad_r_bytes(r, f->q_bytes[q], f->q_len[q]);
+		}
 		if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal))
 			return -ENOMEM;
 		if (model_load(&f->m, r) || cbad_calib_load(f->cal, r))
