@@ -93,10 +93,22 @@ START_TEST(test_prose_field_and_pvalues)
 	/* Text in another language reads as strange. */
 	ck_assert_double_lt(observe(t, true, &sig, &nsig), 1e-4);
 	ck_assert_double_gt(sig.stat, sig.base_median);
-	ck_assert_ptr_nonnull(strstr(sig.detail, "answer"));
+	ck_assert_ptr_nonnull(strstr(sig.detail, "bits per byte"));
 	/* A burst of it stays strange: flagged texts are neither learned nor raise the bar. */
 	for (int i = 0; i < 40; i++)
 		ck_assert_double_lt(observe(t, true, &sig, &nsig), 1e-3);
+	/* A text of ordinary words that repeats itself (a stuck generation) is strange too. */
+	{
+		char ev[1024];
+		size_t n = (size_t)snprintf(ev, sizeof(ev), "{\"id\":\"x\",\"answer\":\"");
+
+		for (int i = 0; i < 40; i++)
+			n += (size_t)snprintf(ev + n, sizeof(ev) - n, "the ");
+		n += (size_t)snprintf(ev + n, sizeof(ev) - n, "\"}");
+		ck_assert_uint_eq(cbad_text_observe(t, ev, n, 1e-3, &sig, 1), 1);
+		ck_assert_double_lt(sig.p_value, 1e-4);
+		ck_assert_ptr_nonnull(strstr(sig.detail, "repeats itself"));
+	}
 	cbad_text_free(t);
 }
 END_TEST

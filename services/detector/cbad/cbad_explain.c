@@ -162,10 +162,8 @@ void cbad_explain_sentence(cbad_result *r)
 	}
 	/* A text signal (cbad_text) judges one prose field by its own byte model. */
 	if (r->kind == CBAD_KIND_EVENT && !strncmp(r->signal, "text:", 5)) {
-		snprintf(r->summary, sizeof(r->summary),
-			 "The text of field %s reads at %.2f bits per byte under the field's own recent "
-			 "texts, above their usual %.2f (a different language, script or format), p=%.2g.",
-			 r->signal + 5, r->value, r->base_median, r->p_value);
+		snprintf(r->summary, sizeof(r->summary), "The text of field %s is unusual: %s, p=%.2g.",
+			 r->signal + 5, r->nevidence > 0 ? r->evidence[0].detail : "", r->p_value);
 		return;
 	}
 	switch (r->kind) {

@@ -33,6 +33,10 @@
 #define CALIB_HISTORY 1000      /* normal statistics a field's p-values rank against */
 #define CALIB_MIN 64            /* ... and how many before there are p-values */
 #define CALIB_MIN_SCALE 0.1     /* bits per byte: floor of the tail scale */
+#define REP_HISTORY 256         /* normal repetition shares remembered per field */
+#define REP_MIN_SCALE 0.02      /* floor of their tail scale */
+#define REP_BITS 2048           /* bitmap of one text's hashed byte triples */
+#define TESTS 2                 /* per field: bits per byte, repetition */
 #define QUARANTINE_N 16         /* flagged texts waiting to be learned ... */
 #define QUARANTINE_BYTES 256    /* ... their first bytes ... */
 #define QUARANTINE_DELAY 500    /* ... until this many more texts of the field have come */
@@ -67,7 +71,8 @@ typedef struct text_field {
 	uint16_t q_len[QUARANTINE_N];
 	uint8_t q_bytes[QUARANTINE_N][QUARANTINE_BYTES];
 	text_model m;
-	cbad_calib *cal;
+	cbad_calib *cal;  /* bits per byte */
+	cbad_calib *rcal; /* repetition share */
 } text_field;
 
 struct cbad_text {
@@ -93,7 +98,7 @@ void cbad_text_free(cbad_text *t)
 	if (!t)
 		return;
 	for (uint32_t k = 0; k < t->nfields; k++)
-		cbad_calib_free(t->f[k].cal);
+		cbad_calib_free(t->f[k].cal), cbad_calib_free(t->f[k].rcal);
 	free(t);
 }
 
@@ -105,7 +110,7 @@ size_t cbad_text_memory(const cbad_text *t)
 		return 0;
 	n = sizeof(*t);
 	for (uint32_t k = 0; k < t->nfields; k++)
-		n += cbad_calib_memory(t->f[k].cal);
+		n += cbad_calib_memory(t->f[k].cal) + cbad_calib_memory(t->f[k].rcal);
 	return n;
 }
 
@@ -218,6 +223,28 @@ static void quarantine_release(text_field *f)
 	}
 }
 
+/* The share of a text's byte triples that already occurred earlier in it: a degenerate text
+ * (one token repeated, a stuck generation) repeats itself, which its bits per byte under a
+ * model of ordinary text do not show (the repeated token is an ordinary one). */
+static double repetition(const uint8_t *s, uint32_t n)
+{
+	uint8_t seen[REP_BITS / 8];
+	uint32_t rep = 0;
+
+	if (n < 3)
+		return 0;
+	memset(seen, 0, sizeof(seen));
+	for (uint32_t i = 2; i < n; i++) {
+		uint32_t h = ((uint32_t)sym(s[i - 2]) << 16 | (uint32_t)sym(s[i - 1]) << 8 | sym(s[i])) *
+			     2654435761u >> (32 - 11);
+		uint8_t bit = (uint8_t)(1u << (h & 7));
+
+		rep += (seen[h >> 3] & bit) != 0;
+		seen[h >> 3] |= bit;
+	}
+	return (double)rep / (n - 2);
+}
+
 static void cand_watch(cbad_text *t, const cbad_json_field *f)
 {
 	text_cand *c = NULL;
@@ -294,8 +321,10 @@ static void cand_decide(cbad_text *t)
 			memset(f, 0, sizeof(*f));
 			f->hash = t->cand[best].hash;
 			memcpy(f->path, t->cand[best].path, sizeof(f->path));
-			if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal)) {
-				t->nfields--; /* out of memory: the field is not modelled */
+			if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal) ||
+			    cbad_calib_new(REP_HISTORY, REP_MIN_SCALE, &f->rcal)) {
+				cbad_calib_free(f->cal); /* out of memory: the field is not modelled */
+				t->nfields--;
 				break;
 			}
 		}
@@ -310,6 +339,7 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 	double pbest = 1.0;
 	int ibest = -1;
 	double sbest = 0;
+	bool rbest = false;
 
 	if (t->decided && t->nfields == 0)
 		return 0;
@@ -337,8 +367,8 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 		text_field *f = &t->f[k];
 		const cbad_json_field *jf = NULL;
 		uint32_t n;
-		double stat, p = 1.0;
-		bool learn;
+		double stat, rstat, p = 1.0, prep = 1.0, pf;
+		bool learn, ready;
 
 		for (int i = 0; i < nf; i++)
 			if (fields[i].path_hash == f->hash && fields[i].type == CBAD_JSON_STRING) {
@@ -349,20 +379,31 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 			continue;
 		n = jf->str_len < TEXT_MAX ? jf->str_len : TEXT_MAX;
 		stat = model_cost(&f->m, (const uint8_t *)jf->str, n);
-		if (f->texts >= MODEL_WARMUP && cbad_calib_count(f->cal) >= CALIB_MIN)
+		rstat = repetition((const uint8_t *)jf->str, n);
+		ready = f->texts >= MODEL_WARMUP && cbad_calib_count(f->cal) >= CALIB_MIN;
+		if (ready) {
 			p = cbad_calib_pvalue(f->cal, stat);
-		if (p < pbest) {
-			pbest = p;
-			ibest = (int)k;
-			sbest = stat;
+			prep = cbad_calib_pvalue(f->rcal, rstat);
 		}
-		learn = p >= learn_alpha || f->leftout > LEFTOUT_NEW;
+		/* Bonferroni over the field's two tests. */
+		pf = fmin(1.0, TESTS * fmin(p, prep));
+		if (pf < pbest) {
+			pbest = pf;
+			ibest = (int)k;
+			sbest = prep < p ? rstat : stat;
+			rbest = prep < p;
+		}
+		learn = pf >= learn_alpha || f->leftout > LEFTOUT_NEW;
 		f->leftout = f->leftout * (1 - LEFTOUT_EW) + (learn ? 0 : LEFTOUT_EW);
 		if (f->texts >= MODEL_WARMUP) {
 			if (p >= learn_alpha)
 				cbad_calib_add(f->cal, stat);
 			else
 				cbad_calib_add_capped(f->cal, stat);
+			if (prep >= learn_alpha)
+				cbad_calib_add(f->rcal, rstat);
+			else
+				cbad_calib_add_capped(f->rcal, rstat);
 		}
 		if (learn) {
 			model_learn(&f->m, (const uint8_t *)jf->str, n);
@@ -384,15 +425,27 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 		memset(s, 0, sizeof(*s));
 		s->kind = CBAD_KIND_EVENT;
 		snprintf(s->name, sizeof(s->name), "text:%s", f->path);
+		snprintf(s->field, sizeof(s->field), "%s", f->path);
 		s->stat = sbest;
 		s->p_value = pc < 1.0 ? pc : 1.0;
 		s->value = sbest;
-		s->base_median = f->mean;
-		s->base_low = s->base_high = f->mean;
-		snprintf(s->field, sizeof(s->field), "%s", f->path);
-		snprintf(s->detail, sizeof(s->detail),
-			 "%s reads at %.2f bits per byte under its own recent texts, usually about %.2f",
-			 f->path, sbest, f->mean);
+		if (rbest) {
+			s->base_low = cbad_calib_quantile(f->rcal, 0.05);
+			s->base_median = cbad_calib_quantile(f->rcal, 0.5);
+			s->base_high = cbad_calib_quantile(f->rcal, 0.95);
+			snprintf(s->detail, sizeof(s->detail),
+				 "it repeats itself: %.0f%% of its byte triples occurred earlier in it, "
+				 "usually about %.0f%%",
+				 100 * sbest, 100 * s->base_median);
+		} else {
+			s->base_low = cbad_calib_quantile(f->cal, 0.05);
+			s->base_median = f->mean;
+			s->base_high = cbad_calib_quantile(f->cal, 0.95);
+			snprintf(s->detail, sizeof(s->detail),
+				 "it reads at %.2f bits per byte under the field's own recent texts, "
+				 "usually about %.2f (another language, script or format)",
+				 sbest, f->mean);
+		}
 	}
 	return 1;
 }
@@ -456,6 +509,7 @@ void cbad_text_save(const cbad_text *t, cbad_writer *w)
 		}
 		model_save(&f->m, w);
 		cbad_calib_save(f->cal, w);
+		cbad_calib_save(f->rcal, w);
 	}
 }
 
@@ -464,7 +518,7 @@ int cbad_text_load(cbad_text *t, cbad_reader *r)
 	uint32_t n;
 
 	for (uint32_t k = 0; k < t->nfields; k++)
-		cbad_calib_free(t->f[k].cal);
+		cbad_calib_free(t->f[k].cal), cbad_calib_free(t->f[k].rcal);
 	memset(t, 0, sizeof(*t));
 	if (cbad_r_u32(r) != STATE_TAG)
 		return -EINVAL;
@@ -498,9 +552,10 @@ int cbad_text_load(cbad_text *t, cbad_reader *r)
 			f->q_len[q] = (uint16_t)cbad_r_count(r, QUARANTINE_BYTES);
 			cbad_r_bytes(r, f->q_bytes[q], f->q_len[q]);
 		}
-		if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal))
+		if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal) ||
+		    cbad_calib_new(REP_HISTORY, REP_MIN_SCALE, &f->rcal))
 			return -ENOMEM;
-		if (model_load(&f->m, r) || cbad_calib_load(f->cal, r))
+		if (model_load(&f->m, r) || cbad_calib_load(f->cal, r) || cbad_calib_load(f->rcal, r))
 			return -EINVAL;
 		if (!(f->leftout >= 0 && f->leftout <= 1))
 			return -EINVAL;
