@@ -23,14 +23,14 @@
 #define PROSE_SPACED 0.5
 #define PROSE_LETTERS 0.8
 #define PROSE_SHAPES (1.0 / 8)
-#define TRI_BUCKETS 8192 /* hashed (a, b, c) byte triples */
+#define TRI_BUCKETS 4096 /* hashed (a, b, c) byte triples */
 #define BI_BUCKETS 4096  /* hashed (a, b) byte pairs */
 #define SMOOTH 2.0       /* pseudo-counts a context lends to the next shorter one */
 #define HALVE_BYTES (1u << 16) /* every 64 KiB learned, all counts are halved */
 #define TEXT_MAX 1024    /* bytes of a text judged and learned */
 #define TEXT_MIN 8       /* shorter texts say too little */
 #define MODEL_WARMUP 256 /* texts a model learns before its statistics are calibrated */
-#define CALIB_HISTORY 1000      /* normal statistics a field's p-values rank against */
+#define CALIB_HISTORY 512      /* normal statistics a field's p-values rank against */
 #define CALIB_MIN 64            /* ... and how many before there are p-values */
 #define CALIB_MIN_SCALE 0.1     /* bits per byte: floor of the tail scale */
 #define REP_HISTORY 256         /* normal repetition shares remembered per field */
@@ -121,10 +121,10 @@ static inline uint32_t h2(uint32_t a, uint32_t b)
 
 static inline uint32_t h3(uint32_t a, uint32_t b, uint32_t c)
 {
-	return ((a << 16 | b << 8 | c) * 2654435761u) >> (32 - 13);
+	return ((a << 16 | b << 8 | c) * 2654435761u) >> (32 - 12);
 }
 
-_Static_assert(BI_BUCKETS == 1u << 12 && TRI_BUCKETS == 1u << 13, "hash widths");
+_Static_assert(BI_BUCKETS == 1u << 12 && TRI_BUCKETS == 1u << 12, "hash widths");
 
 static inline void inc16(uint16_t *c)
 {
