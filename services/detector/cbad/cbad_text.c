@@ -79,8 +79,9 @@ struct cbad_text {
 	uint32_t seen;
 	bool decided;
 	uint32_t ncand, nfields;
-	text_cand cand[CAND_MAX];
-	text_field f[CBAD_TEXT_MAX_FIELDS];
+	text_cand *cand; /* CAND_MAX, while the fields are being chosen */
+	text_field *f[CBAD_TEXT_MAX_FIELDS]; /* allocated when chosen: a stream without prose pays
+					      * for nothing once the choice is made */
 };
 
 int cbad_text_new(cbad_text **ret)
@@ -89,16 +90,32 @@ int cbad_text_new(cbad_text **ret)
 
 	if (!t)
 		return -ENOMEM;
+	t->cand = calloc(CAND_MAX, sizeof(*t->cand));
+	if (!t->cand) {
+		free(t);
+		return -ENOMEM;
+	}
 	*ret = t;
 	return 0;
+}
+
+static void fields_free(cbad_text *t)
+{
+	for (uint32_t k = 0; k < t->nfields; k++) {
+		cbad_calib_free(t->f[k]->cal);
+		cbad_calib_free(t->f[k]->rcal);
+		free(t->f[k]);
+		t->f[k] = NULL;
+	}
+	t->nfields = 0;
 }
 
 void cbad_text_free(cbad_text *t)
 {
 	if (!t)
 		return;
-	for (uint32_t k = 0; k < t->nfields; k++)
-		cbad_calib_free(t->f[k].cal), cbad_calib_free(t->f[k].rcal);
+	fields_free(t);
+	free(t->cand);
 	free(t);
 }
 
@@ -108,9 +125,10 @@ size_t cbad_text_memory(const cbad_text *t)
 
 	if (!t)
 		return 0;
-	n = sizeof(*t);
+	n = sizeof(*t) + (t->cand ? CAND_MAX * sizeof(*t->cand) : 0);
 	for (uint32_t k = 0; k < t->nfields; k++)
-		n += cbad_calib_memory(t->f[k].cal) + cbad_calib_memory(t->f[k].rcal);
+		n += sizeof(*t->f[k]) + cbad_calib_memory(t->f[k]->cal) +
+		     cbad_calib_memory(t->f[k]->rcal);
 	return n;
 }
 
@@ -182,7 +200,7 @@ static void model_learn(text_model *m, const uint8_t *s, uint32_t n)
 static double model_cost(const text_model *m, const uint8_t *s, uint32_t n)
 {
 	uint32_t a = 0, b = 0;
-	double bits = 0, inv_n0 = 1.0 / (m->nuni + 128.0);
+	double bits = 0, prod = 1.0, inv_n0 = 1.0 / (m->nuni + 128.0);
 
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t c = sym(s[i]);
@@ -191,11 +209,17 @@ static double model_cost(const text_model *m, const uint8_t *s, uint32_t n)
 		double p2 = (m->tri[h3(a, b, c)] + SMOOTH * p1) / (m->bi[h2(a, b)] + SMOOTH);
 
 		/* hashed counts can collide, so a context may look rarer than its continuation */
-		bits -= log2(p2 < 1.0 ? p2 : 1.0);
+		prod *= p2 < 1.0 ? p2 : 1.0;
+		/* one log2 per 8 bytes: each p2 is above 1e-15 (counts stay below 2^17), so a
+		 * product of 8 stays far from underflow */
+		if ((i & 7) == 7) {
+			bits -= log2(prod);
+			prod = 1.0;
+		}
 		a = b;
 		b = c;
 	}
-	return bits / n;
+	return (bits - log2(prod)) / n;
 }
 
 /* A strange text is learned only QUARANTINE_DELAY texts later: a burst of one new kind of
@@ -316,19 +340,25 @@ static void cand_decide(cbad_text *t)
 			break;
 		taken[best] = true;
 		{
-			text_field *f = &t->f[t->nfields++];
+			text_field *f = calloc(1, sizeof(*f));
 
-			memset(f, 0, sizeof(*f));
+			if (!f)
+				break; /* out of memory: the field is not modelled */
+			t->f[t->nfields++] = f;
 			f->hash = t->cand[best].hash;
 			memcpy(f->path, t->cand[best].path, sizeof(f->path));
 			if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal) ||
 			    cbad_calib_new(REP_HISTORY, REP_MIN_SCALE, &f->rcal)) {
 				cbad_calib_free(f->cal); /* out of memory: the field is not modelled */
-				t->nfields--;
+				free(f);
+				t->f[--t->nfields] = NULL;
 				break;
 			}
 		}
 	}
+	free(t->cand);
+	t->cand = NULL;
+	t->ncand = 0;
 }
 
 size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn_alpha,
@@ -364,7 +394,7 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 		return 0;
 	}
 	for (uint32_t k = 0; k < t->nfields; k++) {
-		text_field *f = &t->f[k];
+		text_field *f = t->f[k];
 		const cbad_json_field *jf = NULL;
 		uint32_t n;
 		double stat, rstat, p = 1.0, prep = 1.0, pf;
@@ -419,12 +449,12 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 		return 0;
 	{
 		cbad_chan_signal *s = out;
-		const text_field *f = &t->f[ibest];
+		const text_field *f = t->f[ibest];
 		double pc = pbest * t->nfields;
 
 		memset(s, 0, sizeof(*s));
 		s->kind = CBAD_KIND_EVENT;
-		snprintf(s->name, sizeof(s->name), "text:%s", f->path);
+		snprintf(s->name, sizeof(s->name), "text:%.26s", f->path);
 		snprintf(s->field, sizeof(s->field), "%s", f->path);
 		s->stat = sbest;
 		s->p_value = pc < 1.0 ? pc : 1.0;
@@ -491,7 +521,7 @@ void cbad_text_save(const cbad_text *t, cbad_writer *w)
 	}
 	cbad_w_u32(w, t->nfields);
 	for (uint32_t k = 0; k < t->nfields; k++) {
-		const text_field *f = &t->f[k];
+		const text_field *f = t->f[k];
 
 		cbad_w_u64(w, f->hash);
 		cbad_w_str(w, f->path);
@@ -517,14 +547,23 @@ int cbad_text_load(cbad_text *t, cbad_reader *r)
 {
 	uint32_t n;
 
-	for (uint32_t k = 0; k < t->nfields; k++)
-		cbad_calib_free(t->f[k].cal), cbad_calib_free(t->f[k].rcal);
-	memset(t, 0, sizeof(*t));
+	fields_free(t);
+	t->ncand = 0;
 	if (cbad_r_u32(r) != STATE_TAG)
 		return -EINVAL;
 	t->seen = cbad_r_u32(r);
 	t->decided = cbad_r_u8(r) != 0;
-	t->ncand = cbad_r_count(r, CAND_MAX);
+	if (t->decided) {
+		free(t->cand);
+		t->cand = NULL;
+	} else if (!t->cand) {
+		t->cand = calloc(CAND_MAX, sizeof(*t->cand));
+		if (!t->cand)
+			return -ENOMEM;
+	}
+	if (t->cand)
+		memset(t->cand, 0, CAND_MAX * sizeof(*t->cand));
+	t->ncand = cbad_r_count(r, t->decided ? 0 : CAND_MAX);
 	for (uint32_t k = 0; k < t->ncand; k++) {
 		text_cand *c = &t->cand[k];
 
@@ -538,7 +577,11 @@ int cbad_text_load(cbad_text *t, cbad_reader *r)
 	}
 	n = cbad_r_count(r, CBAD_TEXT_MAX_FIELDS);
 	for (uint32_t k = 0; k < n; k++) {
-		text_field *f = &t->f[t->nfields++]; /* counted at once so that free releases it */
+		text_field *f = calloc(1, sizeof(*f));
+
+		if (!f)
+			return -ENOMEM;
+		t->f[t->nfields++] = f; /* counted at once so that free releases it */
 
 		f->hash = cbad_r_u64(r);
 		cbad_r_str(r, f->path, sizeof(f->path));
