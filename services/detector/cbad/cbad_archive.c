@@ -7,6 +7,10 @@
 #include <string.h>
 
 #define ARCHIVE_EVENTS 256 /* exemplars at most (8 KiB of 32-byte events) */
+#define NORMALS 3u         /* the mask of the saturating count of normal sightings */
+#define FLAGGED 4u
+#define KEPT 8u
+_Static_assert(CBAD_ARCHIVE_NORMALS <= NORMALS, "the count saturates below the threshold");
 
 /* Why: the baseline holds the last 48 KiB of forms, so a form that comes back every few
  * thousand events (a crawler's visits, a familiar upstream error) has left it by the time it
@@ -15,9 +19,9 @@
  * qualifies, so it stays novel. The exemplars sit before the baseline in the dictionary. */
 struct cbad_archive {
 	uint32_t slots;
-	uint8_t *normals; /* per template slot: events judged normal, saturating */
-	uint8_t *kept;    /* per template slot: bit 0 an exemplar is in the archive, bit 1 the
-			   * form was flagged as novel at least once */
+	/* per template slot: events judged normal (bits 0-1, saturating at 3), flagged at least
+	 * once (bit 2), an exemplar is in the archive (bit 3) */
+	uint8_t *slot;
 	uint32_t head, used; /* the byte ring */
 	uint32_t ehead, ne;  /* the exemplar ring: lengths and slots */
 	uint32_t elen[ARCHIVE_EVENTS];
@@ -32,9 +36,8 @@ int cbad_archive_new(uint32_t slots, cbad_archive **ret)
 	if (!a)
 		return -ENOMEM;
 	a->slots = slots;
-	a->normals = calloc(slots, 1);
-	a->kept = calloc(slots, 1);
-	if (!a->normals || !a->kept) {
+	a->slot = calloc(slots, 1);
+	if (!a->slot) {
 		cbad_archive_free(a);
 		return -ENOMEM;
 	}
@@ -46,8 +49,7 @@ void cbad_archive_free(cbad_archive *a)
 {
 	if (!a)
 		return;
-	free(a->normals);
-	free(a->kept);
+	free(a->slot);
 	free(a);
 }
 
@@ -56,16 +58,16 @@ void cbad_archive_note(cbad_archive *a, uint32_t slot, bool normal)
 	if (slot >= a->slots)
 		return;
 	if (!normal)
-		a->kept[slot] |= 2;
-	else if (a->normals[slot] < UINT8_MAX)
-		a->normals[slot]++;
+		a->slot[slot] |= FLAGGED;
+	else if ((a->slot[slot] & NORMALS) < NORMALS)
+		a->slot[slot]++;
 }
 
 static void drop_oldest(cbad_archive *a)
 {
 	a->head = (a->head + a->elen[a->ehead]) % CBAD_ARCHIVE_BYTES;
 	a->used -= a->elen[a->ehead];
-	a->kept[a->eslot[a->ehead]] &= (uint8_t)~1u;
+	a->slot[a->eslot[a->ehead]] &= (uint8_t)~KEPT;
 	a->ehead = (a->ehead + 1) % ARCHIVE_EVENTS;
 	a->ne--;
 }
@@ -74,7 +76,8 @@ bool cbad_archive_offer(cbad_archive *a, uint32_t slot, const uint8_t *p, uint32
 {
 	uint32_t n, at, i;
 
-	if (slot >= a->slots || a->kept[slot] != 2 || a->normals[slot] < CBAD_ARCHIVE_NORMALS || len == 0)
+	if (slot >= a->slots || (a->slot[slot] & (KEPT | FLAGGED)) != FLAGGED ||
+	    (a->slot[slot] & NORMALS) < CBAD_ARCHIVE_NORMALS || len == 0)
 		return false;
 	if (len > CBAD_ARCHIVE_MAX_EVENT)
 		len = CBAD_ARCHIVE_MAX_EVENT;
@@ -90,7 +93,7 @@ bool cbad_archive_offer(cbad_archive *a, uint32_t slot, const uint8_t *p, uint32
 	i = (a->ehead + a->ne++) % ARCHIVE_EVENTS;
 	a->elen[i] = n;
 	a->eslot[i] = slot;
-	a->kept[slot] |= 1;
+	a->slot[slot] |= KEPT;
 	return true;
 }
 
@@ -109,16 +112,15 @@ void cbad_archive_copy(const cbad_archive *a, uint8_t *out)
 
 size_t cbad_archive_memory(const cbad_archive *a)
 {
-	return a ? sizeof(*a) + 2 * (size_t)a->slots : 0;
+	return a ? sizeof(*a) + (size_t)a->slots : 0;
 }
 
 void cbad_archive_save(const cbad_archive *a, cbad_writer *w)
 {
 	uint8_t lin[CBAD_ARCHIVE_BYTES];
 
-	cbad_w_bytes(w, a->normals, a->slots);
 	for (uint32_t k = 0; k < a->slots; k++)
-		cbad_w_u8(w, a->kept[k] & 2);
+		cbad_w_u8(w, a->slot[k] & (NORMALS | FLAGGED));
 	cbad_w_u32(w, a->ne);
 	for (uint32_t k = 0; k < a->ne; k++) {
 		cbad_w_u32(w, a->elen[(a->ehead + k) % ARCHIVE_EVENTS]);
@@ -133,18 +135,20 @@ int cbad_archive_load(cbad_archive *a, cbad_reader *r)
 	uint32_t total = 0;
 
 	a->head = a->ehead = a->used = 0;
-	cbad_r_bytes(r, a->normals, a->slots);
-	for (uint32_t k = 0; k < a->slots; k++)
-		a->kept[k] = cbad_r_u8(r) & 2;
+	for (uint32_t k = 0; k < a->slots; k++) {
+		a->slot[k] = cbad_r_u8(r);
+		if (a->slot[k] & ~(NORMALS | FLAGGED))
+			return -EINVAL;
+	}
 	a->ne = cbad_r_count(r, ARCHIVE_EVENTS);
 	for (uint32_t k = 0; k < a->ne && !r->failed; k++) {
 		a->elen[k] = cbad_r_u32(r);
 		a->eslot[k] = cbad_r_u32(r);
 		total += a->elen[k];
 		if (a->elen[k] < 2 || a->elen[k] > CBAD_ARCHIVE_MAX_EVENT + 1 ||
-		    total > CBAD_ARCHIVE_BYTES || a->eslot[k] >= a->slots || (a->kept[a->eslot[k]] & 1))
+		    total > CBAD_ARCHIVE_BYTES || a->eslot[k] >= a->slots || (a->slot[a->eslot[k]] & KEPT))
 			return -EINVAL;
-		a->kept[a->eslot[k]] |= 1;
+		a->slot[a->eslot[k]] |= KEPT;
 	}
 	if (r->failed || !cbad_r_bytes(r, a->ring, total))
 		return -EINVAL;

@@ -11,7 +11,7 @@
 
 #define CBAD_ARCHIVE_BYTES 8192   /* exemplars kept, oldest dropped first */
 #define CBAD_ARCHIVE_MAX_EVENT 512 /* bytes kept of one exemplar */
-#define CBAD_ARCHIVE_NORMALS 3    /* a form judged normal this many times is worth keeping */
+#define CBAD_ARCHIVE_NORMALS 3    /* a form judged normal this many times is worth keeping (<= 3) */
 
 typedef struct cbad_archive cbad_archive;
 
