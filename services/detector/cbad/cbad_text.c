@@ -450,7 +450,9 @@ size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn
 	{
 		cbad_chan_signal *s = out;
 		const text_field *f = t->f[ibest];
-		double pc = pbest * t->nfields;
+		/* Bonferroni over the fields, and over the event kind's two channels: the text
+		 * signal shares the kind with novelty, which the detector does not correct for. */
+		double pc = pbest * t->nfields * 2;
 
 		memset(s, 0, sizeof(*s));
 		s->kind = CBAD_KIND_EVENT;

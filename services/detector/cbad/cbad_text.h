@@ -23,7 +23,8 @@ void cbad_text_free(cbad_text *t);
 /* Judges one event (raw JSON bytes; anything else is ignored): for each chosen prose field, the
  * mean bits per byte of its text under the field's own byte model (order 2, hashed), as a
  * conformal p-value against the field's recent texts. Writes at most one signal (kind event,
- * "text:<field>", the smallest p times the number of fields) into out when max > 0 and returns
+ * "text:<field>", the smallest p times the number of fields, times 2 for the novelty
+ * channel that shares the event kind) into out when max > 0 and returns
  * how many it wrote. The texts are learned unless they were strange (p < learn_alpha), or when
  * strange texts have become common (a new normal). Deterministic; not thread-safe. */
 size_t cbad_text_observe(cbad_text *t, const char *raw, size_t len, double learn_alpha,
