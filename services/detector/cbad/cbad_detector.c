@@ -23,7 +23,7 @@
 #include "services/detector/cbad/cbad_text.h"
 
 #define STATE_MAGIC "CBAD"
-#define STATE_VERSION 3u /* 3: the text channel (cbad_text) */
+#define STATE_VERSION 3u /* 3: the text channel (cbad_text) and the archive (cbad_archive) */
 #define STATE_MAX_RAW (64u << 20)
 #define NOVELTY_HISTORY 1000     /* normal novelty scores the p-value ranks against */
 #define NOVELTY_MIN_SCALE 8.0    /* bits: floor of the tail scale beyond the largest score */
@@ -438,7 +438,8 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 	}
 	/* The text channel belongs to the event kind: it judges the same event's content. */
 	if (d->text)
-		nsig += cbad_text_observe(d->text, event, len, LEARN_ALPHA, sig + nsig, MAX_SIGNALS - 1 - nsig);
+		nsig += cbad_text_observe(d->text, event, len, LEARN_ALPHA, sig + nsig,
+					  MAX_SIGNALS - 1 - nsig);
 
 	if ((d->channels & CBAD_CHANNEL_DRIFT) &&
 	    cbad_drift_observe(d->drift, tmpl, ts_ms, !nov_flag, &rep)) {
