@@ -75,6 +75,78 @@ static void run(cbad_detector *d, uint64_t seed, int from, int n, cbad_result *o
 	}
 }
 
+/* Events with a prose field: English answers, and every 211th (after the warm-up) one in
+ * another language, or one word repeated. */
+static void run_prose(cbad_detector *d, uint64_t seed, int from, int n, cbad_result *out)
+{
+	static const char *const en[] = {"the", "answer", "is", "a", "good", "book", "for", "you",
+					 "can", "use", "this", "function", "to", "sort", "list",
+					 "in", "python", "about", "miles", "short", "classic"};
+	static const char *const es[] = {"la", "respuesta", "que", "buscas", "es", "correcta",
+					 "puedes", "usar", "función", "más", "detalles", "aquí"};
+	char buf[1024], text[512];
+	cbad_result r;
+
+	rng = seed;
+	for (int i = from; i < from + n; i++) {
+		size_t len, t = 0, words = 6 + next() % 10;
+		bool odd = i % 211 == 210 && i > 1200;
+
+		for (size_t w = 0; w < words; w++)
+			t += (size_t)snprintf(text + t, sizeof(text) - t, "%s%s", w ? " " : "",
+					      odd && i % 2 ? "the" : odd ? es[next() % 12] : en[next() % 21]);
+		len = (size_t)snprintf(buf, sizeof(buf),
+				       "{\"user\":\"u%04u\",\"answer\":\"%s.\",\"ms\":%u}",
+				       next() % 300, text, 200 + next() % 100);
+		ck_assert_int_eq(cbad_detector_process(d, buf, len, 1710248400000 + i * 100LL, &r), 0);
+		if (out)
+			out[i - from] = r;
+	}
+}
+
+/* The text channel: foreign or repeated answers flagged and explained, the state continues
+ * bit for bit, and a higher sensitivity flags a superset. */
+START_TEST(test_text_channel)
+{
+	cbad_detector *a = new_default(0.5), *b = NULL, *lo = new_default(0.25);
+	cbad_result *ra = calloc(1500, sizeof(*ra)), *rb = calloc(1500, sizeof(*rb));
+	cbad_result *rl = calloc(1500, sizeof(*rl));
+	void *buf = NULL;
+	size_t len = 0;
+	char err[256];
+	uint64_t mid;
+	int text_flags = 0;
+
+	run_prose(a, 11, 0, 2050, NULL);
+	run_prose(lo, 11, 0, 2050, NULL);
+	mid = rng;
+	ck_assert_int_eq(cbad_detector_save(a, &buf, &len, err, sizeof(err)), 0);
+	ck_assert_int_eq(cbad_detector_load(buf, len, &b, err, sizeof(err)), 0);
+	run_prose(a, mid, 2050, 1500, ra);
+	run_prose(b, mid, 2050, 1500, rb);
+	run_prose(lo, mid, 2050, 1500, rl);
+	ck_assert_int_eq(memcmp(ra, rb, 1500 * sizeof(*ra)), 0);
+	for (int i = 0; i < 1500; i++) {
+		ck_assert(!rl[i].anomaly || ra[i].anomaly);
+		if ((2050 + i) % 211 == 210)
+			ck_assert_msg(ra[i].anomaly, "line %d: p %g", 2050 + i, ra[i].p_value);
+		if (ra[i].anomaly && !strcmp(ra[i].signal, "text:answer")) {
+			text_flags++;
+			ck_assert_ptr_nonnull(strstr(ra[i].summary, "field answer"));
+			ck_assert_str_eq(ra[i].evidence[0].name, "answer");
+		}
+	}
+	ck_assert_int_gt(text_flags, 0);
+	free(buf);
+	free(ra);
+	free(rb);
+	free(rl);
+	cbad_detector_free(a);
+	cbad_detector_free(b);
+	cbad_detector_free(lo);
+}
+END_TEST
+
 START_TEST(test_warm_up)
 {
 	cbad_detector *d = new_default(1.0);
@@ -378,6 +450,7 @@ int main(void)
 	tcase_add_test(tc, test_set_sensitivity_and_memory);
 	tcase_add_test(tc, test_drift_window_flagged);
 	tcase_add_test(tc, test_bad_settings_refused);
+	tcase_add_test(tc, test_text_channel);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);

@@ -10,6 +10,7 @@
 
 #include <zstd.h>
 
+#include "services/detector/cbad/cbad_archive.h"
 #include "services/detector/cbad/cbad_calib.h"
 #include "services/detector/cbad/cbad_canon.h"
 #include "services/detector/cbad/cbad_detector_private.h"
@@ -19,9 +20,10 @@
 #include "services/detector/cbad/cbad_numeric.h"
 #include "services/detector/cbad/cbad_ser.h"
 #include "services/detector/cbad/cbad_signal.h"
+#include "services/detector/cbad/cbad_text.h"
 
 #define STATE_MAGIC "CBAD"
-#define STATE_VERSION 2u
+#define STATE_VERSION 3u /* 3: the text channel (cbad_text) and the archive (cbad_archive) */
 #define STATE_MAX_RAW (64u << 20)
 #define NOVELTY_HISTORY 1000     /* normal novelty scores the p-value ranks against */
 #define NOVELTY_MIN_SCALE 8.0    /* bits: floor of the tail scale beyond the largest score */
@@ -57,6 +59,8 @@ struct cbad_detector {
 	cbad_calib *ncal;
 	cbad_drift *drift;
 	cbad_numeric *num;
+	cbad_text *text;
+	cbad_archive *arch; /* recurring normal forms kept after they leave the baseline */
 
 	/* The baseline: canonical events, oldest first, in a byte ring with a ring of lengths. */
 	uint8_t *bring;
@@ -150,12 +154,13 @@ int cbad_detector_new_channels(const cbad_settings *s, uint32_t channels, cbad_d
 	d->alpha = cbad_sensitivity_alpha(s->sensitivity);
 	d->bcap = s->baseline_bytes;
 	d->bring = malloc(d->bcap);
-	d->dict = malloc(d->bcap);
+	d->dict = malloc(d->bcap + CBAD_ARCHIVE_BYTES);
 	d->blen = calloc(s->baseline_events, sizeof(uint32_t));
 	d->btmpl = calloc(s->baseline_events, sizeof(uint16_t));
 	d->canon = malloc(s->max_event_bytes + 1);
 	if (!d->bring || !d->dict || !d->blen || !d->btmpl || !d->canon ||
-	    cbad_novelty_new(s->zstd_level, s->baseline_bytes, &d->nov) ||
+	    cbad_archive_new(TEMPLATE_SLOTS, &d->arch) ||
+	    cbad_novelty_new(s->zstd_level, s->baseline_bytes + CBAD_ARCHIVE_BYTES, &d->nov) ||
 	    cbad_calib_new(NOVELTY_HISTORY, NOVELTY_MIN_SCALE, &d->ncal) ||
 	    cbad_drift_new(s->window_events, s->baseline_events, &d->drift)) {
 		rc = fail(errbuf, errlen, -ENOMEM, "out of memory");
@@ -165,6 +170,10 @@ int cbad_detector_new_channels(const cbad_settings *s, uint32_t channels, cbad_d
 		rc = cbad_numeric_new(s, &d->num, errbuf, errlen);
 		if (rc)
 			goto out_free;
+	}
+	if ((channels & CBAD_CHANNEL_TEXT) && cbad_text_new(&d->text)) {
+		rc = fail(errbuf, errlen, -ENOMEM, "out of memory");
+		goto out_free;
 	}
 	*ret = d;
 	return 0;
@@ -181,10 +190,19 @@ int cbad_detector_new(const cbad_settings *s, cbad_detector **ret, char *errbuf,
 static void baseline_pop(cbad_detector *d)
 {
 	uint32_t n = d->blen[d->lhead];
+	uint16_t slot = d->btmpl[d->lhead];
 
+	/* The last copy of its form is offered to the archive of recurring normal forms. */
+	if (--d->tcount[slot] == 0) {
+		uint8_t ex[CBAD_ARCHIVE_MAX_EVENT];
+		uint32_t len = n - 1 < CBAD_ARCHIVE_MAX_EVENT ? n - 1 : CBAD_ARCHIVE_MAX_EVENT;
+
+		for (uint32_t k = 0, at = d->bhead; k < len; k++, at = at + 1 == d->bcap ? 0 : at + 1)
+			ex[k] = d->bring[at];
+		cbad_archive_offer(d->arch, slot, ex, len);
+	}
 	d->bhead = (d->bhead + n) % d->bcap;
 	d->bused -= n;
-	d->tcount[d->btmpl[d->lhead]]--;
 	d->bchanged = true;
 	d->lhead = (d->lhead + 1) % d->s.baseline_events;
 	d->nb--;
@@ -261,8 +279,12 @@ static void quarantine_release(cbad_detector *d)
 static void rebuild(cbad_detector *d)
 {
 	if (d->bchanged) {
-		baseline_linear(d, d->dict);
-		d->dict_len = d->bused;
+		uint32_t alen = cbad_archive_len(d->arch);
+
+		/* The archive first: zstd reaches the newest bytes (the baseline) most cheaply. */
+		cbad_archive_copy(d->arch, d->dict);
+		baseline_linear(d, d->dict + alen);
+		d->dict_len = alen + d->bused;
 		cbad_novelty_rebuild(d->nov, d->dict, d->dict_len);
 		d->bchanged = false;
 	}
@@ -358,7 +380,7 @@ static void explain(cbad_detector *d, const cbad_chan_signal *top, const char *r
 	r->base_median = top->base_median;
 	r->base_high = top->base_high;
 	r->nevidence = 0;
-	if (top->kind == CBAD_KIND_EVENT) {
+	if (top->kind == CBAD_KIND_EVENT && !top->field[0]) { /* novelty; text signals name a field */
 		r->base_low = cbad_calib_quantile(d->ncal, 0.05);
 		r->base_median = cbad_calib_quantile(d->ncal, 0.5);
 		r->base_high = cbad_calib_quantile(d->ncal, 0.95);
@@ -429,6 +451,10 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 
 		nsig += cbad_numeric_observe(d->num, &v, !nov_flag, sig + nsig, MAX_SIGNALS - 2 - nsig);
 	}
+	/* The text channel belongs to the event kind: it judges the same event's content. */
+	if (d->text)
+		nsig += cbad_text_observe(d->text, event, len, LEARN_ALPHA, sig + nsig,
+					  MAX_SIGNALS - 1 - nsig);
 
 	if ((d->channels & CBAD_CHANNEL_DRIFT) &&
 	    cbad_drift_observe(d->drift, tmpl, ts_ms, !nov_flag, &rep)) {
@@ -504,6 +530,7 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 	 * they have become the majority of recent events (a new normal). */
 	d->regime = d->regime * (1 - REGIME_EMA) + (nov_flag ? REGIME_EMA : 0);
 	learn = !nov_flag || d->regime > REGIME_SHARE;
+	cbad_archive_note(d->arch, (uint32_t)(tmpl % TEMPLATE_SLOTS), !nov_flag);
 	if (learn || calibrating)
 		baseline_push(d, d->canon, (uint32_t)clen, tmpl);
 	else
@@ -529,7 +556,8 @@ void cbad_detector_status(const cbad_detector *d, cbad_status *ret)
 	ret->memory_bytes = sizeof(*d) + 2 * (size_t)d->bcap +
 			    d->s.baseline_events * (sizeof(uint32_t) + sizeof(uint16_t)) + d->s.max_event_bytes + 1 +
 			    cbad_novelty_memory(d->nov) + cbad_calib_memory(d->ncal) +
-			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0);
+			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0) +
+			    cbad_text_memory(d->text) + cbad_archive_memory(d->arch) + CBAD_ARCHIVE_BYTES;
 }
 
 int cbad_detector_set_sensitivity(cbad_detector *d, double sensitivity)
@@ -641,6 +669,10 @@ int cbad_detector_save(const cbad_detector *d, void **ret_buf, size_t *ret_len, 
 	cbad_w_u8(&w, d->num != NULL);
 	if (d->num)
 		cbad_numeric_save(d->num, &w);
+	cbad_w_u8(&w, d->text != NULL);
+	if (d->text)
+		cbad_text_save(d->text, &w);
+	cbad_archive_save(d->arch, &w);
 	if (w.failed)
 		goto out_free;
 	bound = ZSTD_compressBound(w.len) + 16;
@@ -744,7 +776,7 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		goto out_corrupt;
 	d->nb = nb;
 	d->bused = bused;
-	d->dict_len = cbad_r_count(&r, d->bcap);
+	d->dict_len = cbad_r_count(&r, d->bcap + CBAD_ARCHIVE_BYTES);
 	if (r.failed || !cbad_r_bytes(&r, d->dict, d->dict_len) || d->since_rebuild >= s.hop_events)
 		goto out_corrupt;
 	/* The restored CDict is built from the saved dictionary bytes; whether the baseline moved
@@ -768,6 +800,12 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		goto out_corrupt;
 	if (d->num && cbad_numeric_load(d->num, &r))
 		goto out_corrupt;
+	if ((cbad_r_u8(&r) != 0) != (d->text != NULL))
+		goto out_corrupt;
+	if (d->text && cbad_text_load(d->text, &r))
+		goto out_corrupt;
+	if (cbad_archive_load(d->arch, &r))
+		goto out_corrupt;
 	if (r.failed || r.off != r.len)
 		goto out_corrupt;
 	free(raw);
@@ -785,6 +823,8 @@ void cbad_detector_free(cbad_detector *d)
 {
 	if (!d)
 		return;
+	cbad_text_free(d->text);
+	cbad_archive_free(d->arch);
 	cbad_numeric_free(d->num);
 	cbad_drift_free(d->drift);
 	cbad_calib_free(d->ncal);
