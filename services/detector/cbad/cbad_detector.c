@@ -51,15 +51,20 @@ struct cbad_detector {
 	cbad_drift *drift;
 	cbad_numeric *num;
 
-	/* The baseline: canonical events, oldest first, in a byte ring with a ring of lengths. */
-	uint8_t *bring;
+	/* The baseline: canonical events, oldest first, with a ring of their lengths. Its bytes
+	 * are those of dict (what the current CDict was built from, which must not change until
+	 * the next rebuild) followed by pend (what was appended since), less the first bhead
+	 * bytes of the two (evicted since): one copy of the baseline instead of a ring and a
+	 * linear copy of it for the CDict, and a rebuild moves only the difference. */
+	uint8_t *dict;
+	uint32_t dict_len;
+	uint8_t *pend;
+	uint32_t pend_len, pend_cap;
 	uint32_t bcap, bhead, bused;
 	uint32_t *blen;
 	uint16_t *btmpl; /* template slot of each baseline event */
 	uint32_t lhead, nb;
 	uint8_t tcount[TEMPLATE_SLOTS]; /* baseline events per template slot */
-	uint8_t *dict; /* the linear copy the current CDict refers to */
-	uint32_t dict_len;
 	char *canon;
 	/* Quarantine: anomalies join the baseline only after baseline_events / 2 more events, so
 	 * that a burst of one new thing stays novel while a rare but recurring thing is learned. */
@@ -134,12 +139,11 @@ int cbad_detector_new_channels(const cbad_settings *s, uint32_t channels, cbad_d
 	d->channels = channels;
 	d->alpha = cbad_sensitivity_alpha(s->sensitivity);
 	d->bcap = s->baseline_bytes;
-	d->bring = malloc(d->bcap);
 	d->dict = malloc(d->bcap);
 	d->blen = calloc(s->baseline_events, sizeof(uint32_t));
 	d->btmpl = calloc(s->baseline_events, sizeof(uint16_t));
 	d->canon = malloc(s->max_event_bytes + 1);
-	if (!d->bring || !d->dict || !d->blen || !d->btmpl || !d->canon ||
+	if (!d->dict || !d->blen || !d->btmpl || !d->canon ||
 	    cbad_novelty_new(s->zstd_level, s->baseline_bytes, &d->nov) ||
 	    cbad_calib_new(NOVELTY_HISTORY, NOVELTY_MIN_SCALE, &d->ncal) ||
 	    cbad_drift_new(s->window_events, s->baseline_events, &d->drift)) {
@@ -167,7 +171,7 @@ static void baseline_pop(cbad_detector *d)
 {
 	uint32_t n = d->blen[d->lhead];
 
-	d->bhead = (d->bhead + n) % d->bcap;
+	d->bhead += n;
 	d->bused -= n;
 	d->tcount[d->btmpl[d->lhead]]--;
 	d->bchanged = true;
@@ -175,12 +179,45 @@ static void baseline_pop(cbad_detector *d)
 	d->nb--;
 }
 
+/* Room for n more bytes in pend: evicted bytes of pend are dropped first, then it grows (by a
+ * quarter, never beyond bcap: the live bytes plus n never exceed bcap). Returns 0 or -ENOMEM. */
+static int pend_reserve(cbad_detector *d, uint32_t n)
+{
+	uint32_t cap;
+	uint8_t *p;
+
+	if (d->pend_len + n <= d->pend_cap)
+		return 0;
+	if (d->bhead > d->dict_len) {
+		uint32_t drop = d->bhead - d->dict_len;
+
+		memmove(d->pend, d->pend + drop, d->pend_len - drop);
+		d->pend_len -= drop;
+		d->bhead = d->dict_len;
+		if (d->pend_len + n <= d->pend_cap)
+			return 0;
+	}
+	cap = d->pend_cap + d->pend_cap / 4;
+	if (cap < d->pend_len + n)
+		cap = d->pend_len + n;
+	cap = (cap + 1023u) & ~1023u;
+	if (cap > d->bcap)
+		cap = d->bcap;
+	p = realloc(d->pend, cap);
+	if (!p)
+		return -ENOMEM;
+	d->pend = p;
+	d->pend_cap = cap;
+	return 0;
+}
+
 /* Appends one canonical event (and a newline) to the baseline, evicting the oldest, unless
  * the baseline already holds TEMPLATE_COPIES events of its template: the dictionary then
- * covers many kinds of events instead of many copies of the most common one. */
+ * covers many kinds of events instead of many copies of the most common one. Out of memory,
+ * the event is not appended. */
 static void baseline_push(cbad_detector *d, const char *p, uint32_t len, uint64_t tmpl)
 {
-	uint32_t n, at;
+	uint32_t n;
 	uint16_t slot = (uint16_t)(tmpl % TEMPLATE_SLOTS);
 
 	if (d->tcount[slot] >= TEMPLATE_COPIES)
@@ -191,11 +228,11 @@ static void baseline_push(cbad_detector *d, const char *p, uint32_t len, uint64_
 	n = len + 1;
 	while (d->nb > 0 && (d->bused + n > d->bcap || d->nb == d->s.baseline_events))
 		baseline_pop(d);
-	at = (d->bhead + d->bused) % d->bcap;
-	for (uint32_t k = 0; k < n; k++) {
-		d->bring[at] = k < len ? (uint8_t)p[k] : '\n';
-		at = at + 1 == d->bcap ? 0 : at + 1;
-	}
+	if (pend_reserve(d, n))
+		return;
+	memcpy(d->pend + d->pend_len, p, len);
+	d->pend[d->pend_len + len] = '\n';
+	d->pend_len += n;
 	d->bused += n;
 	d->blen[(d->lhead + d->nb) % d->s.baseline_events] = n;
 	d->btmpl[(d->lhead + d->nb) % d->s.baseline_events] = slot;
@@ -204,12 +241,18 @@ static void baseline_push(cbad_detector *d, const char *p, uint32_t len, uint64_
 	d->bchanged = true;
 }
 
+/* The baseline's bytes, oldest first, into out[0..bused). out may be dict itself. */
 static void baseline_linear(const cbad_detector *d, uint8_t *out)
 {
-	uint32_t first = d->bcap - d->bhead < d->bused ? d->bcap - d->bhead : d->bused;
+	if (d->bhead < d->dict_len) {
+		uint32_t first = d->dict_len - d->bhead;
 
-	memcpy(out, d->bring + d->bhead, first);
-	memcpy(out + first, d->bring, d->bused - first);
+		memmove(out, d->dict + d->bhead, first);
+		if (d->bused > first)
+			memcpy(out + first, d->pend, d->bused - first);
+	} else if (d->bused) {
+		memcpy(out, d->pend + (d->bhead - d->dict_len), d->bused);
+	}
 }
 
 static void quarantine_put(cbad_detector *d, const char *p, uint32_t len, uint64_t tmpl)
@@ -246,8 +289,11 @@ static void quarantine_release(cbad_detector *d)
 static void rebuild(cbad_detector *d)
 {
 	if (d->bchanged) {
+		/* The old CDict is not used again once dict starts to change. */
 		baseline_linear(d, d->dict);
 		d->dict_len = d->bused;
+		d->bhead = 0;
+		d->pend_len = 0;
 		cbad_novelty_rebuild(d->nov, d->dict, d->dict_len);
 		d->bchanged = false;
 	}
@@ -511,7 +557,7 @@ void cbad_detector_status(const cbad_detector *d, cbad_status *ret)
 	ret->progress = ret->calibrating ? (double)d->seen / d->s.baseline_events : 1.0;
 	ret->events_seen = d->seen;
 	ret->anomalies = d->anomalies;
-	ret->memory_bytes = sizeof(*d) + 2 * (size_t)d->bcap +
+	ret->memory_bytes = sizeof(*d) + (size_t)d->bcap + d->pend_cap +
 			    d->s.baseline_events * (sizeof(uint32_t) + sizeof(uint16_t)) + d->s.max_event_bytes + 1 +
 			    cbad_novelty_memory(d->nov) + cbad_calib_memory(d->ncal) +
 			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0);
@@ -725,13 +771,23 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		d->btmpl[k] = (uint16_t)slot;
 	}
 	bused = cbad_r_count(&r, d->bcap);
-	if (r.failed || bused != total || !cbad_r_bytes(&r, d->bring, bused))
+	if (r.failed || bused != total)
 		goto out_corrupt;
+	/* The whole saved baseline goes to pend, after the saved dictionary: the same bytes as the
+	 * saver's, whatever part of them its dictionary held. */
+	if (pend_reserve(d, bused)) {
+		rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
+		goto out_free;
+	}
+	if (!cbad_r_bytes(&r, d->pend, bused))
+		goto out_corrupt;
+	d->pend_len = bused;
 	d->nb = nb;
 	d->bused = bused;
 	d->dict_len = cbad_r_count(&r, d->bcap);
 	if (r.failed || !cbad_r_bytes(&r, d->dict, d->dict_len) || d->since_rebuild >= s.hop_events)
 		goto out_corrupt;
+	d->bhead = d->dict_len;
 	/* The restored CDict is built from the saved dictionary bytes; whether the baseline moved
 	 * since is not stored, so the next hop rebuilds (from identical bytes if it did not). */
 	d->bchanged = true;
@@ -778,6 +834,6 @@ void cbad_detector_free(cbad_detector *d)
 	free(d->dict);
 	free(d->blen);
 	free(d->btmpl);
-	free(d->bring);
+	free(d->pend);
 	free(d);
 }

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* cbad_novelty: what an event costs in bits given a zstd dictionary digested from the baseline. */
 #define ZSTD_STATIC_LINKING_ONLY
+/* ZSTD_compress_usingCDict_advanced is marked deprecated in favour of compress2 + refCDict,
+ * which gives the same frame but resolves every parameter again on each call. */
+#define ZSTD_DISABLE_DEPRECATE_WARNINGS
 #include "services/detector/cbad/cbad_novelty.h"
 
 #include <errno.h>
@@ -28,8 +31,8 @@ struct cbad_novelty {
 	ZSTD_CCtx *cctx;
 	ZSTD_CDict *cdict;
 	ZSTD_compressionParameters cp;
+	ZSTD_frameParameters fp; /* of a frame coded with the dictionary */
 	size_t overhead_dict, overhead_alone; /* compressed size of an empty input */
-	bool attached;
 	size_t scratch_cap;
 	unsigned char *scratch;
 	memo_slot memo[MEMO_SLOTS];
@@ -53,20 +56,10 @@ static uint64_t memo_key(const void *src, size_t len)
 	return h ? h : 1;
 }
 
-/* The CCtx is either attached to the CDict or not; switching costs one call. */
-static void attach(cbad_novelty *n, bool dict)
-{
-	if (n->attached == dict)
-		return;
-	ZSTD_CCtx_refCDict(n->cctx, dict ? n->cdict : NULL);
-	n->attached = dict;
-}
-
 static size_t compress_alone(cbad_novelty *n, const void *src, size_t len)
 {
 	size_t r;
 
-	attach(n, false);
 	r = ZSTD_compress2(n->cctx, n->scratch, n->scratch_cap, src, len);
 	return ZSTD_isError(r) ? len + 16 : r;
 }
@@ -77,10 +70,10 @@ static size_t compress_dict(cbad_novelty *n, const void *src, size_t len)
 
 	if (!n->cdict)
 		return compress_alone(n, src, len);
-	/* The direct call skips compress2's per-call parameter resolution (a third of the cost
-	 * of a 200-byte event); the frame is the same: no content size, checksum or dict id. */
-	attach(n, true);
-	r = ZSTD_compress2(n->cctx, n->scratch, n->scratch_cap, src, len);
+	/* The direct call skips compress2's per-call parameter resolution; the frame is the
+	 * same: no content size, checksum or dict id, the CDict's parameters. */
+	r = ZSTD_compress_usingCDict_advanced(n->cctx, n->scratch, n->scratch_cap, src, len,
+					      n->cdict, n->fp);
 	return ZSTD_isError(r) ? len + 16 : r;
 }
 
@@ -116,6 +109,7 @@ int cbad_novelty_new(int level, size_t max_dict, cbad_novelty **ret)
 	n->cp.minMatch = 4;
 	n->cp.strategy = level >= 3 ? ZSTD_dfast : ZSTD_fast;
 	n->cp.targetLength = 0;
+	n->fp = (ZSTD_frameParameters){.contentSizeFlag = 0, .checksumFlag = 0, .noDictIDFlag = 1};
 	n->cctx = ZSTD_createCCtx();
 	if (!n->cctx || ensure_scratch(n, 4096) ||
 	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_contentSizeFlag, 0)) ||
@@ -144,7 +138,6 @@ int cbad_novelty_rebuild(cbad_novelty *n, const void *dict, size_t len)
 	if (len > n->max_dict)
 		dict = (const char *)dict + (len - n->max_dict), len = n->max_dict;
 	if (len == 0) {
-		attach(n, false);
 		ZSTD_freeCDict(n->cdict);
 		n->cdict = NULL;
 		memset(n->memo, 0, sizeof(n->memo));
@@ -155,7 +148,6 @@ int cbad_novelty_rebuild(cbad_novelty *n, const void *dict, size_t len)
 				       ZSTD_defaultCMem);
 	if (!cd)
 		return -ENOMEM;
-	attach(n, false);
 	ZSTD_freeCDict(n->cdict);
 	n->cdict = cd;
 	memset(n->memo, 0, sizeof(n->memo));
