@@ -73,7 +73,8 @@ struct cbad_detector {
 	uint16_t q_slot[QUARANTINE_N];
 	uint32_t q_len[QUARANTINE_N];
 	uint64_t q_tmpl[QUARANTINE_N];
-	char q_bytes[QUARANTINE_N][QUARANTINE_BYTES];
+	char *q_bytes[QUARANTINE_N]; /* malloc'd while waiting: most streams quarantine little */
+	uint32_t q_held; /* bytes of them */
 
 	uint64_t seen, anomalies;
 	uint32_t since_rebuild, rebuilds;
@@ -266,18 +267,28 @@ static void quarantine_put(cbad_detector *d, const char *p, uint32_t len, uint64
 		same += d->q_slot[(d->qhead + k) % QUARANTINE_N] == slot;
 	if (same >= QUARANTINE_PER_TEMPLATE || d->tcount[slot] >= TEMPLATE_COPIES)
 		return;
-	i = (d->qhead + d->qn++) % QUARANTINE_N;
+	if (len > QUARANTINE_BYTES)
+		len = QUARANTINE_BYTES;
+	i = (d->qhead + d->qn) % QUARANTINE_N;
+	d->q_bytes[i] = malloc(len ? len : 1);
+	if (!d->q_bytes[i])
+		return; /* out of memory: the anomaly is not learned later */
+	d->qn++;
 	d->q_admit[i] = d->seen + d->s.baseline_events / 2;
 	d->q_slot[i] = slot;
 	d->q_tmpl[i] = tmpl;
-	d->q_len[i] = len < QUARANTINE_BYTES ? len : QUARANTINE_BYTES;
-	memcpy(d->q_bytes[i], p, d->q_len[i]);
+	d->q_len[i] = len;
+	d->q_held += len;
+	memcpy(d->q_bytes[i], p, len);
 }
 
 static void quarantine_release(cbad_detector *d)
 {
 	while (d->qn > 0 && d->q_admit[d->qhead] <= d->seen) {
 		baseline_push(d, d->q_bytes[d->qhead], d->q_len[d->qhead], d->q_tmpl[d->qhead]);
+		free(d->q_bytes[d->qhead]);
+		d->q_bytes[d->qhead] = NULL;
+		d->q_held -= d->q_len[d->qhead];
 		d->qhead = (d->qhead + 1) % QUARANTINE_N;
 		d->qn--;
 	}
@@ -557,7 +568,7 @@ void cbad_detector_status(const cbad_detector *d, cbad_status *ret)
 	ret->progress = ret->calibrating ? (double)d->seen / d->s.baseline_events : 1.0;
 	ret->events_seen = d->seen;
 	ret->anomalies = d->anomalies;
-	ret->memory_bytes = sizeof(*d) + (size_t)d->bcap + d->pend_cap +
+	ret->memory_bytes = sizeof(*d) + (size_t)d->bcap + d->pend_cap + d->q_held +
 			    d->s.baseline_events * (sizeof(uint32_t) + sizeof(uint16_t)) + d->s.max_event_bytes + 1 +
 			    cbad_novelty_memory(d->nov) + cbad_calib_memory(d->ncal) +
 			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0);
@@ -709,7 +720,7 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 	cbad_reader r;
 	cbad_settings s;
 	cbad_detector *d = NULL;
-	uint32_t channels, nb, bused, total = 0;
+	uint32_t channels, nb, nq, bused, total = 0;
 	size_t got;
 	int rc = -EINVAL;
 
@@ -795,12 +806,19 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
 		goto out_free;
 	}
-	d->qn = cbad_r_count(&r, QUARANTINE_N);
-	for (uint32_t k = 0; k < d->qn && !r.failed; k++) {
+	nq = cbad_r_count(&r, QUARANTINE_N);
+	for (uint32_t k = 0; k < nq && !r.failed; k++) {
 		d->q_admit[k] = cbad_r_u64(&r);
 		d->q_tmpl[k] = cbad_r_u64(&r);
 		d->q_slot[k] = (uint16_t)(d->q_tmpl[k] % TEMPLATE_SLOTS);
 		d->q_len[k] = cbad_r_count(&r, QUARANTINE_BYTES);
+		d->q_bytes[k] = malloc(d->q_len[k] ? d->q_len[k] : 1);
+		if (!d->q_bytes[k]) {
+			rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
+			goto out_free;
+		}
+		d->qn++;
+		d->q_held += d->q_len[k];
 		cbad_r_bytes(&r, d->q_bytes[k], d->q_len[k]);
 	}
 	if (r.failed || cbad_calib_load(d->ncal, &r) || cbad_drift_load(d->drift, &r))
@@ -830,6 +848,8 @@ void cbad_detector_free(cbad_detector *d)
 	cbad_drift_free(d->drift);
 	cbad_calib_free(d->ncal);
 	cbad_novelty_free(d->nov);
+	for (uint32_t k = 0; k < QUARANTINE_N; k++)
+		free(d->q_bytes[k]);
 	free(d->canon);
 	free(d->dict);
 	free(d->blen);
