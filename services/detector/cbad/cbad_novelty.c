@@ -20,11 +20,6 @@
  * skips the coder. The table is cleared whenever the dictionary changes. */
 #define MEMO_SLOTS 512u
 
-typedef struct memo_slot {
-	uint64_t key; /* 0: empty */
-	uint32_t bytes; /* compressed size */
-} memo_slot;
-
 struct cbad_novelty {
 	int level;
 	size_t max_dict;
@@ -35,11 +30,13 @@ struct cbad_novelty {
 	size_t overhead_dict, overhead_alone; /* compressed size of an empty input */
 	size_t scratch_cap;
 	unsigned char *scratch;
-	memo_slot memo[MEMO_SLOTS];
+	/* Two arrays rather than 16-byte slots (12 B a slot instead of 16 with padding). */
+	uint64_t memo_key[MEMO_SLOTS]; /* 0: empty */
+	uint32_t memo_bytes[MEMO_SLOTS]; /* compressed size */
 };
 
 /* A word-at-a-time hash of src[0..len) mixed with its length; never 0. */
-static uint64_t memo_key(const void *src, size_t len)
+static uint64_t memo_hash(const void *src, size_t len)
 {
 	const unsigned char *p = src;
 	uint64_t h = 0x9e3779b97f4a7c15ull ^ len, w;
@@ -140,7 +137,7 @@ int cbad_novelty_rebuild(cbad_novelty *n, const void *dict, size_t len)
 	if (len == 0) {
 		ZSTD_freeCDict(n->cdict);
 		n->cdict = NULL;
-		memset(n->memo, 0, sizeof(n->memo));
+		memset(n->memo_key, 0, sizeof(n->memo_key));
 		n->overhead_dict = n->overhead_alone;
 		return 0;
 	}
@@ -150,25 +147,25 @@ int cbad_novelty_rebuild(cbad_novelty *n, const void *dict, size_t len)
 		return -ENOMEM;
 	ZSTD_freeCDict(n->cdict);
 	n->cdict = cd;
-	memset(n->memo, 0, sizeof(n->memo));
+	memset(n->memo_key, 0, sizeof(n->memo_key));
 	n->overhead_dict = compress_dict(n, "", 0);
 	return 0;
 }
 
 double cbad_novelty_bits(cbad_novelty *n, const void *src, size_t len)
 {
-	uint64_t key = memo_key(src, len);
-	memo_slot *m = &n->memo[key % MEMO_SLOTS];
+	uint64_t key = memo_hash(src, len);
+	uint32_t slot = (uint32_t)(key % MEMO_SLOTS);
 	size_t c;
 
-	if (m->key == key) {
-		c = m->bytes;
+	if (n->memo_key[slot] == key) {
+		c = n->memo_bytes[slot];
 	} else {
 		if (ensure_scratch(n, len))
 			return 8.0 * (double)len;
 		c = compress_dict(n, src, len);
-		m->key = key;
-		m->bytes = (uint32_t)c;
+		n->memo_key[slot] = key;
+		n->memo_bytes[slot] = (uint32_t)c;
 	}
 	return 8.0 * (double)(c > n->overhead_dict ? c - n->overhead_dict : 0);
 }
