@@ -126,6 +126,30 @@ START_TEST(test_template_ignores_numbers)
 }
 END_TEST
 
+/* The template id is the 64-bit FNV-1a of the form with its ASCII digits dropped (ids are
+ * stable across versions: the rate channel reports them), whatever the bytes and length. */
+START_TEST(test_template_is_fnv_without_digits)
+{
+	uint64_t x = 42;
+	char buf[300];
+
+	for (int t = 0; t < 20000; t++) {
+		size_t len = (size_t)(t % 300);
+		uint64_t h = 0xcbf29ce484222325ull;
+
+		for (size_t i = 0; i < len; i++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			/* mostly letters, some digits, now and then any byte */
+			buf[i] = (char)((x >> 60) == 0 ? (x >> 24) & 0xff
+				       : (x >> 60) < 4 ? '0' + (x >> 33) % 10 : 'a' + (x >> 33) % 26);
+			if (!(buf[i] >= '0' && buf[i] <= '9'))
+				h = (h ^ (unsigned char)buf[i]) * 0x100000001b3ull;
+		}
+		ck_assert_uint_eq(cbad_canon_template(buf, len), h ? h : 1);
+	}
+}
+END_TEST
+
 START_TEST(test_redact_secrets)
 {
 	ck_assert_str_eq(redact("login password=hunter2 ok"), "login password=[REDACTED] ok");
@@ -177,6 +201,7 @@ int main(void)
 	tcase_add_test(tc, test_mask_bits_respected);
 	tcase_add_test(tc, test_mask_truncates_to_prefix);
 	tcase_add_test(tc, test_template_ignores_numbers);
+	tcase_add_test(tc, test_template_is_fnv_without_digits);
 	tcase_add_test(tc, test_redact_secrets);
 	tcase_add_test(tc, test_redact_personal);
 	tcase_add_test(tc, test_redact_truncates);
