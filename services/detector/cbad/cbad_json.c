@@ -29,38 +29,59 @@ uint64_t cbad_json_hash(uint64_t h, const void *p, size_t n)
 
 static void skip_ws(json_ctx *c)
 {
-	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-		c->p++;
+	const char *p = c->p;
+
+	while (p < c->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	c->p = p;
 }
 
-/* A string starting at the opening quote; sets s and n to its raw contents. */
+/* Bytes that end the plain run of a string: the closing quote, an escape, a control byte. */
+static const unsigned char str_stop[256] = {
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+};
+
+/* A string starting at the opening quote; sets s and n to its raw contents. The scan runs on
+ * local pointers: through c->p, every byte load could alias the pointer itself (a char load),
+ * so it was stored and reloaded per byte. */
 static int scan_string(json_ctx *c, const char **s, size_t *n, bool *escaped)
 {
-	const char *q;
+	const char *p = c->p, *end = c->end, *q;
+	bool esc = false;
 
-	if (c->p >= c->end || *c->p != '"')
+	if (p >= end || *p != '"')
 		return -EINVAL;
-	q = ++c->p;
-	*escaped = false;
-	while (c->p < c->end) {
-		unsigned char ch = (unsigned char)*c->p;
+	q = ++p;
+	for (;;) {
+		unsigned char ch;
 
+		while (p < end && !str_stop[(unsigned char)*p])
+			p++;
+		if (p >= end)
+			break;
+		ch = (unsigned char)*p;
 		if (ch == '"') {
 			*s = q;
-			*n = (size_t)(c->p - q);
-			c->p++;
+			*n = (size_t)(p - q);
+			*escaped = esc;
+			c->p = p + 1;
 			return 0;
 		}
 		if (ch < 0x20)
-			return -EINVAL;
-		if (ch == '\\') {
-			*escaped = true;
-			if (c->end - c->p < 2)
-				return -EINVAL;
-			c->p++;
-		}
-		c->p++;
+			break;
+		/* a backslash: the escaped byte never ends the string */
+		esc = true;
+		if (end - p < 2)
+			break;
+		p += 2;
 	}
+	*escaped = esc;
+	c->p = p;
 	return -EINVAL;
 }
 
