@@ -101,7 +101,9 @@ START_TEST(test_mask_truncates_to_prefix)
 	char full[sizeof(in)], part[sizeof(in) + 1];
 	size_t n = cbad_canon_mask(in, sizeof(in) - 1, CBAD_MASK_ALL, full, sizeof(full));
 
-	ck_assert_str_eq(full + n - 19, "<IP> <H> ok\",\"n\":#}");
+	/* The form is not NUL-terminated: compare its last 19 bytes. */
+	ck_assert_uint_ge(n, 19);
+	ck_assert_mem_eq(full + n - 19, "<IP> <H> ok\",\"n\":#}", 19);
 	for (size_t cap = 0; cap <= sizeof(in) - 1; cap++) {
 		memset(part, 0x7f, sizeof(part));
 		size_t m = cbad_canon_mask(in, sizeof(in) - 1, CBAD_MASK_ALL, part, cap);
