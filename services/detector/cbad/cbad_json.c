@@ -102,58 +102,59 @@ static double scale10(double m, int e)
  * otherwise (the same bytes always give the same double). */
 static int scan_number(json_ctx *c, double *ret)
 {
+	const char *p = c->p, *end = c->end; /* locals: see scan_string */
 	bool neg = false;
 	uint64_t mant = 0;
 	int digits = 0, e10 = 0;
 	long ex = 0;
 	bool exneg = false;
 
-	if (c->p < c->end && *c->p == '-') {
+	if (p < end && *p == '-') {
 		neg = true;
-		c->p++;
+		p++;
 	}
-	if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+	if (p >= end || *p < '0' || *p > '9')
 		return -EINVAL;
-	if (*c->p == '0') {
-		c->p++;
+	if (*p == '0') {
+		p++;
 	} else {
-		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+		while (p < end && *p >= '0' && *p <= '9') {
 			if (digits < 19) {
-				mant = mant * 10 + (uint64_t)(*c->p - '0');
+				mant = mant * 10 + (uint64_t)(*p - '0');
 				digits++;
 			} else {
 				e10++;
 			}
-			c->p++;
+			p++;
 		}
 	}
-	if (c->p < c->end && *c->p == '.') {
-		c->p++;
-		if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+	if (p < end && *p == '.') {
+		p++;
+		if (p >= end || *p < '0' || *p > '9')
 			return -EINVAL;
-		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
-			if (digits < 19 && !(mant == 0 && *c->p == '0' && digits == 0)) {
-				mant = mant * 10 + (uint64_t)(*c->p - '0');
+		while (p < end && *p >= '0' && *p <= '9') {
+			if (digits < 19 && !(mant == 0 && *p == '0' && digits == 0)) {
+				mant = mant * 10 + (uint64_t)(*p - '0');
 				digits++;
 				e10--;
 			} else if (digits == 0) {
 				e10--; /* leading zeros of a fraction */
 			}
-			c->p++;
+			p++;
 		}
 	}
-	if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
-		c->p++;
-		if (c->p < c->end && (*c->p == '+' || *c->p == '-')) {
-			exneg = *c->p == '-';
-			c->p++;
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-')) {
+			exneg = *p == '-';
+			p++;
 		}
-		if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+		if (p >= end || *p < '0' || *p > '9')
 			return -EINVAL;
-		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+		while (p < end && *p >= '0' && *p <= '9') {
 			if (ex < 100000)
-				ex = ex * 10 + (*c->p - '0');
-			c->p++;
+				ex = ex * 10 + (*p - '0');
+			p++;
 		}
 	}
 	if (exneg)
@@ -166,6 +167,7 @@ static int scan_number(json_ctx *c, double *ret)
 	*ret = mant == 0 ? 0.0 : scale10((double)mant, (int)ex);
 	if (neg)
 		*ret = -*ret;
+	c->p = p;
 	return 0;
 }
 
