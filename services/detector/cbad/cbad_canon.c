@@ -9,7 +9,7 @@
 
 /* Character classes, one table lookup instead of a chain of comparisons (the masking loop
  * looks at every byte of every event). */
-#define C_DIGIT 1
+#define C_DIGIT 1 /* must stay 1: mask_run adds it up */
 #define C_ALPHA 2
 #define C_HEX 4
 #define C_WORD 8 /* what a "word" (a candidate timestamp, IP, e-mail, UUID or id) is made of */
@@ -199,12 +199,17 @@ static size_t mask_run(const char *s, size_t i, size_t e, uint32_t mask, char *o
 		       size_t cap)
 {
 	size_t len = e - i, ndig = 0;
-	bool hex = true;
+	unsigned all = C_HEX;
+	bool hex;
 
+	/* One class load per byte: digits counted (C_DIGIT is 1), classes intersected. */
 	for (size_t k = i; k < e; k++) {
-		ndig += is_digit((unsigned char)s[k]);
-		hex = hex && is_hex((unsigned char)s[k]);
+		unsigned cl = cclass[(unsigned char)s[k]];
+
+		ndig += cl & C_DIGIT;
+		all &= cl;
 	}
+	hex = all & C_HEX;
 	if ((mask & CBAD_MASK_HEX) && hex && len >= 8 && ndig > 0 && ndig < len)
 		return put(out, o, cap, "<H>", 3);
 	if (!(mask & CBAD_MASK_NUMBERS) || ndig < 4)
