@@ -194,9 +194,9 @@ static inline size_t put_word(char *out, size_t o, size_t cap, const char *in, s
 	return put(out, o, cap, in + ws, we - ws);
 }
 
-/* Masks one alphanumeric run: hex ids and long digit runs. */
-static size_t mask_run(const char *s, size_t i, size_t e, uint32_t mask, char *out, size_t o,
-		       size_t cap)
+/* Masks one alphanumeric run s[i..e) of an input of length slen: hex ids and long digit runs. */
+static size_t mask_run(const char *s, size_t i, size_t e, size_t slen, uint32_t mask, char *out,
+		       size_t o, size_t cap)
 {
 	size_t len = e - i, ndig = 0;
 	unsigned all = C_HEX;
@@ -213,7 +213,7 @@ static size_t mask_run(const char *s, size_t i, size_t e, uint32_t mask, char *o
 	if ((mask & CBAD_MASK_HEX) && hex && len >= 8 && ndig > 0 && ndig < len)
 		return put(out, o, cap, "<H>", 3);
 	if (!(mask & CBAD_MASK_NUMBERS) || ndig < 4)
-		return put(out, o, cap, s + i, len);
+		return put_word(out, o, cap, s, i, e, slen);
 	while (i < e) {
 		size_t d = digits_at(s, e, i);
 
@@ -336,7 +336,7 @@ size_t cbad_canon_mask(const char *in, size_t len, uint32_t mask, char *out, siz
 				while (e < we && is_alnum((unsigned char)in[e]))
 					e++;
 				if (e - i < 8 || !is_hex((unsigned char)in[i])) {
-					o = mask_run(in, i, e, mask, out, o, outcap);
+					o = mask_run(in, i, e, len, mask, out, o, outcap);
 					i = e;
 					continue;
 				}
@@ -363,7 +363,7 @@ size_t cbad_canon_mask(const char *in, size_t len, uint32_t mask, char *out, siz
 			e = i;
 			while (e < we && is_alnum((unsigned char)in[e]))
 				e++;
-			o = mask_run(in, i, e, mask, out, o, outcap);
+			o = mask_run(in, i, e, len, mask, out, o, outcap);
 			i = e;
 		}
 	}
