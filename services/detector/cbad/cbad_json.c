@@ -191,7 +191,13 @@ static void store(json_ctx *c, size_t plen, cbad_json_type t, double num, const 
 	if (c->n >= c->max || plen == 0)
 		return;
 	f = &c->out[c->n++];
-	memcpy(f->path, c->path, plen);
+	/* Most paths are short: a fixed 16-byte move (both arrays are larger) instead of a call;
+	 * the bytes past the terminator are the context's, not the caller's. */
+	_Static_assert(sizeof(f->path) >= 16 && sizeof(c->path) >= 16, "path arrays too small");
+	if (plen < 16)
+		memcpy(f->path, c->path, 16);
+	else
+		memcpy(f->path, c->path, plen);
 	f->path[plen] = '\0';
 	f->path_hash = fnv1a(CBAD_JSON_HASH_INIT, (const unsigned char *)c->path, plen);
 	f->type = t;
