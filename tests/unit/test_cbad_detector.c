@@ -322,6 +322,73 @@ START_TEST(test_state_round_trip)
 }
 END_TEST
 
+/* A small baseline that every hop overflows, with events whose templates are all new and
+ * whose lengths vary: a state saved at any point (mid-hop included) restores a detector that
+ * goes on exactly as the original does. */
+static void run_varied(cbad_detector *d, int from, int n, cbad_result *out)
+{
+	char buf[1024];
+
+	for (int i = from; i < from + n; i++) {
+		uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull;
+		int len = snprintf(buf, sizeof(buf), "{\"i\":%d,\"msg\":\"", i);
+		int words = 1 + (int)(x >> 58);
+
+		for (int w = 0; w < words && len < 900; w++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			for (int k = 0; k < 2 + (int)(x >> 61); k++)
+				buf[len++] = (char)('a' + (x >> (8 + 5 * k)) % 26);
+			buf[len++] = ' ';
+		}
+		len += snprintf(buf + len, sizeof(buf) - (size_t)len, "\"}");
+		ck_assert_int_eq(cbad_detector_process(d, buf, (size_t)len, 1710248400000 + i * 1000LL,
+						       out ? &out[i - from] : &(cbad_result){0}),
+				 0);
+	}
+}
+
+START_TEST(test_state_round_trip_small_baseline)
+{
+	static const int cut[] = {40, 333, 417, 555};
+	cbad_settings s;
+	cbad_detector *ref = NULL;
+	cbad_result *rr = calloc(700, sizeof(*rr)), *rb = calloc(700, sizeof(*rb));
+	char err[256];
+
+	cbad_settings_default(&s);
+	s.baseline_bytes = 4096;
+	s.baseline_events = 64;
+	s.hop_events = 50;
+	s.window_events = 32;
+	ck_assert_int_eq(cbad_detector_new(&s, &ref, err, sizeof(err)), 0);
+	run_varied(ref, 0, 700, rr);
+	for (size_t c = 0; c < sizeof(cut) / sizeof(cut[0]); c++) {
+		cbad_detector *a = NULL, *b = NULL;
+		void *buf = NULL;
+		size_t len = 0;
+		cbad_status st;
+
+		ck_assert_int_eq(cbad_detector_new(&s, &a, err, sizeof(err)), 0);
+		run_varied(a, 0, cut[c], NULL);
+		ck_assert_int_eq(cbad_detector_save(a, &buf, &len, err, sizeof(err)), 0);
+		ck_assert_int_eq(cbad_detector_load(buf, len, &b, err, sizeof(err)), 0);
+		run_varied(b, cut[c], 700 - cut[c], rb);
+		ck_assert_int_eq(memcmp(rr + cut[c], rb, (size_t)(700 - cut[c]) * sizeof(*rb)), 0);
+		/* The baseline's bytes are held once, plus what a hop appends (at most bcap). */
+		cbad_detector_status(b, &st);
+		ck_assert_uint_gt(st.memory_bytes, 2 * 4096);
+		free(buf);
+		cbad_detector_free(a);
+		cbad_detector_free(b);
+	}
+	/* The novelty channel was live: costs differ between events. */
+	ck_assert(rr[650].novelty_bits != rr[651].novelty_bits || rr[651].novelty_bits != rr[652].novelty_bits);
+	free(rr);
+	free(rb);
+	cbad_detector_free(ref);
+}
+END_TEST
+
 START_TEST(test_sensitivity_monotone)
 {
 	static const double sens[] = {0.0, 0.25, 0.5, 0.75, 1.0};
@@ -446,6 +513,7 @@ int main(void)
 	tcase_add_test(tc, test_score_consistent);
 	tcase_add_test(tc, test_deterministic);
 	tcase_add_test(tc, test_state_round_trip);
+	tcase_add_test(tc, test_state_round_trip_small_baseline);
 	tcase_add_test(tc, test_sensitivity_monotone);
 	tcase_add_test(tc, test_set_sensitivity_and_memory);
 	tcase_add_test(tc, test_drift_window_flagged);
