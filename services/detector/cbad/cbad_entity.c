@@ -57,7 +57,7 @@ struct cbad_entity {
 	cbad_values_calib spike[CBAD_ENTITY_MAX_VALUES], shift[CBAD_ENTITY_MAX_VALUES];
 	cbad_values_runs runs[CBAD_ENTITY_MAX_VALUES];
 	cbad_values_calib rate_cal, hour_cal;
-	cbad_values_lcalib level_cal[CBAD_ENTITY_MAX_VALUES];
+	cbad_values_lcalib *level_cal; /* nvalues: the level steps' pooled calibration */
 	double stream_hours[24], stream_hours_n;
 	bool values_only; /* spike and step of the values only: no rate, hours or runs */
 	uint32_t level_mask; /* value fields with a long-run level test */
@@ -97,11 +97,18 @@ int cbad_entity_new(uint32_t max_entities, size_t nvalues, cbad_entity **ret)
 	}
 	cbad_values_calib_init(&e->rate_cal);
 	cbad_values_calib_init(&e->hour_cal);
-	for (size_t i = 0; i < CBAD_ENTITY_MAX_VALUES; i++)
-		cbad_values_lcalib_init(&e->level_cal[i]);
+	if (nvalues) {
+		e->level_cal = calloc(nvalues, sizeof(*e->level_cal));
+		if (!e->level_cal)
+			goto out_free_sets;
+		for (size_t i = 0; i < nvalues; i++)
+			cbad_values_lcalib_init(&e->level_cal[i]);
+	}
 	*ret = e;
 	return 0;
 
+out_free_sets:
+	free(e->sets);
 out_free:
 	free(e);
 	return -ENOMEM;
@@ -113,6 +120,7 @@ void cbad_entity_free(cbad_entity *e)
 		return;
 	free(e->models);
 	free(e->levels);
+	free(e->level_cal);
 	free(e->slab);
 	free(e->sets);
 	free(e);
@@ -128,6 +136,7 @@ size_t cbad_entity_memory(const cbad_entity *e)
 	if (!e)
 		return 0;
 	return sizeof(*e) + (size_t)e->max * sizeof(*e->sets) + (size_t)e->cap * sizeof(ent) +
+	       (size_t)e->nvalues * sizeof(*e->level_cal) +
 	       (size_t)e->cap * e->nvalues * (sizeof(cbad_values_model) + sizeof(elevel));
 }
 
@@ -630,7 +639,7 @@ void cbad_entity_save(const cbad_entity *e, cbad_writer *w)
 	}
 	cbad_values_calib_save(&e->rate_cal, w);
 	cbad_values_calib_save(&e->hour_cal, w);
-	for (uint32_t v = 0; v < CBAD_ENTITY_MAX_VALUES; v++)
+	for (uint32_t v = 0; v < e->nvalues; v++)
 		cbad_values_lcalib_save(&e->level_cal[v], w);
 	for (int i = 0; i < 24; i++)
 		cbad_w_f64(w, e->stream_hours[i]);
@@ -683,7 +692,7 @@ int cbad_entity_load(cbad_entity *e, cbad_reader *r)
 	if (cbad_values_calib_load(&e->rate_cal, r) < 0 ||
 	    cbad_values_calib_load(&e->hour_cal, r) < 0)
 		return -EINVAL;
-	for (uint32_t v = 0; v < CBAD_ENTITY_MAX_VALUES; v++)
+	for (uint32_t v = 0; v < e->nvalues; v++)
 		if (cbad_values_lcalib_load(&e->level_cal[v], r) < 0)
 			return -EINVAL;
 	for (int i = 0; i < 24; i++)
