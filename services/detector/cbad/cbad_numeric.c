@@ -127,10 +127,12 @@ enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W
        W_LEVEL, W_ELEVEL };
 /* tests whose p-value is calibrated on its own and bypasses the kind's rank calibration: a new
  * pair's rate (the stream's level test, tried that way, flagged 4x more rows on NAB than
- * through the kind), and an entity's or a context's level step, Bonferroni over the event's
- * level steps: in the entity kind it competed with the flatline runs, whose records fill the
- * kind's tail (a host's cpu and p99 stepping 6-13 sigma got kind p 3e-4..2e-3) */
-#define SELF_CALIBRATED(w) ((w) == W_PAIR || (w) == W_ELEVEL)
+ * through the kind); an entity's or a context's level step, and an entity's hour of day, each
+ * with Bonferroni over the event's tests of its sort. In the entity kind the level step
+ * competed with the flatline runs, whose records fill the kind's tail (a host's cpu and p99
+ * stepping 6-13 sigma got kind p 3e-4..2e-3), and the hour's p swung with whichever other
+ * entity test the event had (a night session's events: kind p 3e-4..1e-2) */
+#define SELF_CALIBRATED(w) ((w) == W_PAIR || (w) == W_ELEVEL || (w) == W_EHOUR)
 
 /* A pair of low-cardinality fields: how often lately its value pair was one never seen. */
 typedef struct pf_pair {
@@ -1508,7 +1510,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	int kbest[NK] = {-1, -1, -1};
 	size_t kcount[NK] = {0};
 	int nf = 0;
-	size_t nweak = 0, nlevel = 0;
+	size_t nweak = 0, nlevel = 0, nhour = 0;
 
 	if (ev->raw && ev->len > 0)
 		nf = cbad_json_scan(ev->raw, ev->len, f, MAX_SCAN);
@@ -1529,12 +1531,17 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	n->last_tests = nc + nweak + nlevel;
 	kcount[K_VALUE] = nweak;
 	/* the level steps of the event's entities and context: Bonferroni over all of them, the
-	 * weak ones that were only counted included */
+	 * weak ones that were only counted included; the same over the entities' hours */
 	for (size_t i = 0; i < nc; i++)
+		nhour += cs[i].what == W_EHOUR;
+	for (size_t i = 0; i < nc; i++) {
 		if (cs[i].what == W_ELEVEL) {
 			cs[i].p = cs[i].p * (double)nlevel < 1.0 ? cs[i].p * (double)nlevel : 1.0;
 			n->last_tests--; /* counted in nlevel already */
 		}
+		if (cs[i].what == W_EHOUR)
+			cs[i].p = cs[i].p * (double)nhour < 1.0 ? cs[i].p * (double)nhour : 1.0;
+	}
 
 	/* the kind's statistic: -log10 of its smallest p-value plus -log10 of the second smallest
 	 * from another field or test (two tests of a kind that agree, cpu and p99 of one host, a user's burst and its new
