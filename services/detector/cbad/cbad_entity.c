@@ -491,7 +491,11 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 			lz[v] = level_z(l, m->n, x1, (double)m->res);
 			ls[v] = level_step(l, lz[v]);
 			if (e->level_cal[v].seen >= CBAD_LEVEL_MIN_CAL) {
-				lp[v] = cbad_values_lcalib_p(&e->level_cal[v], ls[v]);
+				/* a value on the other side of the level than the previous one is no
+				 * step (stat 0): p 1 without summing the calibrator's bins (about half
+				 * of the tests; the sum gives 1 to rounding, and a p that large is
+				 * neither carried nor strange) */
+				lp[v] = ls[v] > 0 ? cbad_values_lcalib_p(&e->level_cal[v], ls[v]) : 1.0;
 				if (k < max) {
 					cbad_entity_signal *s = &out[k++];
 					double sd = level_sigma(l, 0.0);
