@@ -16,7 +16,8 @@
 /*
  * Per event: the JSON fields are scanned once (cbad_json). Numeric fields feed the stream's
  * value models (spike, level shift, flatline, long-run level); entity fields route the event
- * to that entity's own models, hour profile and rate (cbad_entity); the event's template and
+ * to that entity's own models, long-run levels, hour profile and rate (cbad_entity; its level
+ * steps and hours are calibrated on their own, beside the entity kind); the event's template and
  * the values of its low-cardinality fields are the kinds whose bursts and drops cbad_rate
  * tests.
  *
