@@ -103,6 +103,35 @@ START_TEST(test_heuristic_and_entity_spike)
 }
 END_TEST
 
+/* Host 1 (usually 16) steps to 70 and stays: past its first values, which the spike and step
+ * tests see, the long-run level step carries it (calibrated on its own, beside the entity
+ * kind), named for the host and the field. */
+START_TEST(test_entity_level_step)
+{
+	cbad_numeric *n = make();
+	gen g = {0x7654321};
+	cbad_chan_signal s[16];
+	int i = 0, strange = 0;
+
+	for (; i < 4000; i++)
+		step(n, &g, i, i % 12, normal_cpu(&g, i % 12), s, 16);
+	for (int r = 0; r < 12; r++)
+		for (int h = 0; h < 12; h++, i++) {
+			size_t k = step(n, &g, i, h, h == 1 ? 70.0 + gauss(&g) : normal_cpu(&g, h), s,
+					16);
+
+			for (size_t j = 0; h == 1 && r >= 2 && j < k; j++)
+				if (!strcmp(s[j].name, "level:host:m.cpu") && s[j].p_value < 1e-3) {
+					ck_assert_int_eq(s[j].kind, CBAD_KIND_ENTITY);
+					ck_assert_str_eq(s[j].entity_value, "h01");
+					strange++;
+				}
+		}
+	ck_assert_int_ge(strange, 8);
+	cbad_numeric_free(n);
+}
+END_TEST
+
 START_TEST(test_value_and_rate)
 {
 	cbad_numeric *n = make();
@@ -664,6 +693,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_plain_lines_and_flatline);
 	tcase_add_test(tc, test_context_values);
 	tcase_add_test(tc, test_pair_values);
+	tcase_add_test(tc, test_entity_level_step);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -18,7 +18,8 @@
  *
  * Per entity: 80 bytes (key, last seen, rate shares, 24 hour-of-day counts of active days and
  * the current day's active hours; its label is not
- * kept, signals are about the current event's entity) plus 48 bytes per value field it models (at most CBAD_ENTITY_MAX_VALUES). Calibration is pooled
+ * kept, signals are about the current event's entity) plus 64 bytes per value field it models
+ * (at most CBAD_ENTITY_MAX_VALUES: its value model and its long-run level). Calibration is pooled
  * over the entities of the table: an entity's statistic is its own (its value against its own
  * history), its p-value is that statistic's rank among every entity's recent statistics.
  */
@@ -30,6 +31,7 @@
 #define CBAD_ENTITY_RATE_BEFORE 2048 /* events: a burst is judged against the share before these */
 #define CBAD_ENTITY_MIN_OWN 16     /* an entity's own values needed before it is judged */
 #define CBAD_ENTITY_MIN_DAYS 2     /* an entity's earlier active days needed before its hours are judged */
+#define CBAD_ENTITY_LEVEL_MEMORY 256 /* own values an entity's long-run level remembers */
 
 typedef struct cbad_entity cbad_entity;
 
@@ -39,11 +41,14 @@ typedef enum cbad_entity_what {
 	CBAD_ENTITY_FLAT,      /* the entity repeats the same value far longer than usual */
 	CBAD_ENTITY_RATE,      /* the entity's share of the stream's events bursts */
 	CBAD_ENTITY_HOUR,      /* the entity acts at an hour of day it rarely acts at */
+	CBAD_ENTITY_LEVEL,     /* the entity's values step away from its long-run level and stay:
+				* p is calibrated on its own, not for the entity kind (see
+				* docs/algorithm.md, "Entities") */
 } cbad_entity_what;
 
 typedef struct cbad_entity_signal {
 	cbad_entity_what what;
-	uint32_t value_index; /* SPIKE, SHIFT, FLAT: which value */
+	uint32_t value_index; /* SPIKE, SHIFT, FLAT, LEVEL: which value */
 	double stat, p_value;
 	double value; /* the value, the count in the window, the hour */
 	uint32_t run; /* FLAT: the run length */
@@ -71,6 +76,11 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
  * flatline tests, none of their learning): for contexts, whose share of events and runs say
  * nothing about who acts. Call once, right after cbad_entity_new(). */
 void cbad_entity_set_values_only(cbad_entity *e);
+
+/* Which value fields (bit v for values[v]) get the long-run level test from the next
+ * cbad_entity_observe() on (default: all). A field whose values are codes (a status) has no
+ * level: any other code is an infinite z. */
+void cbad_entity_set_level_mask(cbad_entity *e, uint32_t mask);
 
 /* The label of the entity last observed (valid until the next call). */
 const char *cbad_entity_last_label(const cbad_entity *e);

@@ -16,7 +16,8 @@
 /*
  * Per event: the JSON fields are scanned once (cbad_json). Numeric fields feed the stream's
  * value models (spike, level shift, flatline, long-run level); entity fields route the event
- * to that entity's own models, hour profile and rate (cbad_entity); the event's template and
+ * to that entity's own models, long-run levels, hour profile and rate (cbad_entity; its level
+ * steps and hours are calibrated on their own, beside the entity kind); the event's template and
  * the values of its low-cardinality fields are the kinds whose bursts and drops cbad_rate
  * tests.
  *
@@ -65,7 +66,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x394d554eu    /* "NUM9": long-run levels, who-burst quarantine, recent shares */
+#define STATE_TAG 0x424d554eu    /* "NUMB": entities' and contexts' long-run levels */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -124,11 +125,15 @@ typedef struct cand {
 } cand;
 
 enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT, W_PAIR,
-       W_LEVEL };
+       W_LEVEL, W_ELEVEL };
 /* tests whose p-value is calibrated on its own and bypasses the kind's rank calibration: a new
- * pair's rate (the level test, tried that way, flagged 4x more rows on NAB than through the
- * kind) */
-#define SELF_CALIBRATED(w) ((w) == W_PAIR)
+ * pair's rate (the stream's level test, tried that way, flagged 4x more rows on NAB than
+ * through the kind); an entity's or a context's level step, and an entity's hour of day, each
+ * with Bonferroni over the event's tests of its sort. In the entity kind the level step
+ * competed with the flatline runs, whose records fill the kind's tail (a host's cpu and p99
+ * stepping 6-13 sigma got kind p 3e-4..2e-3), and the hour's p swung with whichever other
+ * entity test the event had (a night session's events: kind p 3e-4..1e-2) */
+#define SELF_CALIBRATED(w) ((w) == W_PAIR || (w) == W_ELEVEL || (w) == W_EHOUR)
 
 /* A pair of low-cardinality fields: how often lately its value pair was one never seen. */
 typedef struct pf_pair {
@@ -771,7 +776,8 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 		join4(out, cap, "flatline:", ef, sep, vf);
 		break;
 	case W_LEVEL:
-		join4(out, cap, "level:", vf, NULL, NULL);
+	case W_ELEVEL:
+		join4(out, cap, "level:", ef, sep, vf);
 		break;
 	case W_EHOUR:
 		join4(out, cap, "hour:", ef, NULL, NULL);
@@ -818,8 +824,9 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 			 who[0] ? ": " : "", vf, c->value, c->observed);
 		break;
 	case W_LEVEL:
-		snprintf(out, cap, "%s %.6g is outside its long-run range %.6g..%.6g (mean %.6g)", vf,
-			 c->value, c->lo, c->hi, c->med);
+	case W_ELEVEL:
+		snprintf(out, cap, "%s%s%s %.6g is outside its long-run range %.6g..%.6g (mean %.6g)",
+			 who, who[0] ? ": " : "", vf, c->value, c->lo, c->hi, c->med);
 		break;
 	case W_EHOUR:
 		snprintf(out, cap, hours_fmt, who, c->value, c->lo, c->hi, c->med);
@@ -1003,18 +1010,29 @@ static const cbad_json_field *find_field(const cbad_json_field *f, size_t nf, ui
 
 static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 			     const cbad_event_view *ev, bool learn, const double *evals, cand *cs,
-			     size_t *nc, size_t *nweak)
+			     size_t *nc, size_t *nweak, size_t *nlevel)
 {
 	int64_t hour = -1; /* UTC hours since the epoch */
 	/* hours are judged once the stream's history spans HOUR_SPAN_MS: before that, every new
 	 * hour of the day would look unusual for everyone */
 	bool judge_hour = n->first_ts > 0 && n->last_ts - n->first_ts >= HOUR_SPAN_MS;
 
+	uint32_t lmask = 0;
+
 	if (ev->ts_ms > 0)
 		hour = (int64_t)(ev->ts_ms / 3600000);
+	/* the long-run level is for measurements: a field that is a rate kind's categories (a
+	 * status) has codes, and any other code would be an infinite z */
+	for (uint32_t v = 0; v < n->nent_values; v++) {
+		bool cat = false;
+
+		for (uint32_t c = 0; c < n->ncat; c++)
+			cat |= n->cat_hash[c] == n->v[v].hash;
+		lmask |= cat ? 0u : 1u << v;
+	}
 	for (uint32_t e = 0; e < n->nent + n->nctx; e++) {
 		const cbad_json_field *ef = find_field(f, nf, n->ent_hash[e]);
-		cbad_entity_signal es[3 + 3 * CBAD_ENTITY_MAX_VALUES];
+		cbad_entity_signal es[3 + 4 * CBAD_ENTITY_MAX_VALUES];
 		size_t k;
 		uint64_t key;
 		bool ctx = e >= n->nent;
@@ -1022,6 +1040,7 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 		n->ent_label[e][0] = '\0';
 		if (!ef || !n->ent[e] || ef->str_len == 0 || (ctx && ef->type != CBAD_JSON_STRING))
 			continue;
+		cbad_entity_set_level_mask(n->ent[e], lmask);
 		if (ctx) {
 			/* a context is the value's shape, and only its value models speak: its share
 			 * of events is a kind's rate, and its hours are not who acts. Numeric fields
@@ -1047,18 +1066,26 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 			copy_trunc(n->ent_label[e], CBAD_ENTITY_LABEL_MAX, ef->str, ef->str_len);
 		}
 		for (size_t i = 0; i < k; i++) {
-			static const uint8_t what[] = {W_SPIKE, W_SHIFT, W_FLAT, W_ERATE, W_EHOUR};
+			static const uint8_t what[] = {W_SPIKE, W_SHIFT, W_FLAT, W_ERATE, W_EHOUR,
+						       W_ELEVEL};
 			bool is_rate = es[i].what == CBAD_ENTITY_RATE;
-			bool has_field = es[i].what <= CBAD_ENTITY_FLAT;
+			bool has_field = es[i].what <= CBAD_ENTITY_FLAT || es[i].what == CBAD_ENTITY_LEVEL;
 			cand *c;
 
 			/* nor a context's runs: its values come from many sources, interleaved */
 			if (ctx && (!has_field || es[i].what == CBAD_ENTITY_FLAT))
 				continue;
+			/* a level step is calibrated on its own (SELF_CALIBRATED): counted for its
+			 * Bonferroni, carried only when it could matter */
+			if (es[i].what == CBAD_ENTITY_LEVEL) {
+				(*nlevel)++;
+				if (es[i].p_value >= CTX_WEAK_P)
+					continue;
+			}
 			/* a weak context test is only counted (for the kind's Bonferroni): it cannot
 			 * be the kind's strongest, and carrying it to the sort and the signal names
 			 * cost a fifth of this module on a stream with contexts */
-			if (ctx && es[i].p_value >= CTX_WEAK_P) {
+			if (ctx && es[i].p_value >= CTX_WEAK_P && es[i].what != CBAD_ENTITY_LEVEL) {
 				(*nweak)++;
 				continue;
 			}
@@ -1484,7 +1511,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	int kbest[NK] = {-1, -1, -1};
 	size_t kcount[NK] = {0};
 	int nf = 0;
-	size_t nweak = 0;
+	size_t nweak = 0, nlevel = 0, nhour = 0;
 
 	if (ev->raw && ev->len > 0)
 		nf = cbad_json_scan(ev->raw, ev->len, f, MAX_SCAN);
@@ -1495,15 +1522,27 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 
 	observe_values(n, f, (size_t)nf, learn, cs, &nc, evals);
 	if (n->decided)
-		observe_entities(n, f, (size_t)nf, ev, learn, evals, cs, &nc, &nweak);
+		observe_entities(n, f, (size_t)nf, ev, learn, evals, cs, &nc, &nweak, &nlevel);
 	observe_rates(n, f, (size_t)nf, ev, learn, cs, &nc);
 	if (n->decided) {
 		observe_ids(n, f, (size_t)nf, learn, cs, &nc);
 		observe_who(n, f, (size_t)nf, learn, cs, &nc);
 		observe_pairs(n, f, (size_t)nf, learn, cs, &nc);
 	}
-	n->last_tests = nc + nweak;
+	n->last_tests = nc + nweak + nlevel;
 	kcount[K_VALUE] = nweak;
+	/* the level steps of the event's entities and context: Bonferroni over all of them, the
+	 * weak ones that were only counted included; the same over the entities' hours */
+	for (size_t i = 0; i < nc; i++)
+		nhour += cs[i].what == W_EHOUR;
+	for (size_t i = 0; i < nc; i++) {
+		if (cs[i].what == W_ELEVEL) {
+			cs[i].p = cs[i].p * (double)nlevel < 1.0 ? cs[i].p * (double)nlevel : 1.0;
+			n->last_tests--; /* counted in nlevel already */
+		}
+		if (cs[i].what == W_EHOUR)
+			cs[i].p = cs[i].p * (double)nhour < 1.0 ? cs[i].p * (double)nhour : 1.0;
+	}
 
 	/* the kind's statistic: -log10 of its smallest p-value plus -log10 of the second smallest
 	 * from another field or test (two tests of a kind that agree, cpu and p99 of one host, a user's burst and its new
