@@ -63,6 +63,45 @@ START_TEST(test_burst)
 }
 END_TEST
 
+/* The shares are exact from the stream's first events: a kind that is every event reads a share
+ * of 1 (the lazy decay once counted the step of each occurrence twice: 0.508), and a young
+ * stream's long share is divided by the weight its first events have (it starts at 0), so the
+ * only kind of a stream never drifts like a slow burst. */
+START_TEST(test_share_exact)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double st_first = -1;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 9000; i++) {
+		feed(r, "only", &b, &d);
+		if (!b.valid)
+			continue;
+		ck_assert_double_eq_tol(b.observed, CBAD_RATE_SHORT + 1.0, 0.02);
+		ck_assert_double_eq_tol(b.expected, CBAD_RATE_SHORT, 0.01);
+		if (st_first < 0)
+			st_first = b.stat;
+		ck_assert_double_eq_tol(b.stat, st_first, 1e-3);
+		ck_assert_double_gt(b.p_value, 0.01);
+	}
+	ck_assert(st_first >= 0);
+	cbad_rate_free(r);
+
+	/* one kind in four, in turn: about 8 of every 32 events, early and late */
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 9000; i++) {
+		feed(r, i % 4 == 0 ? "quarter" : (i % 4 == 1 ? "b" : (i % 4 == 2 ? "cc" : "ddd")), &b,
+		     &d);
+		if ((i == 1000 || i == 8000) && b.valid && !strcmp(b.label, "quarter"))
+			ck_assert_double_eq_tol(b.expected, CBAD_RATE_SHORT / 4.0, 0.3);
+		if (i == 1000 || i == 8000)
+			ck_assert(b.valid);
+	}
+	cbad_rate_free(r);
+}
+END_TEST
+
 /* Events that are judged but not learned (the detector found them strange) still count in the
  * windows: a burst made only of such events is found, while the calibration is not taught. */
 START_TEST(test_burst_unlearned)
@@ -273,6 +312,7 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_poisson_by_hand);
 	tcase_add_test(tc, test_burst);
+	tcase_add_test(tc, test_share_exact);
 	tcase_add_test(tc, test_burst_unlearned);
 	tcase_add_test(tc, test_long_burst);
 	tcase_add_test(tc, test_calib_learn);

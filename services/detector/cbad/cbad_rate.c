@@ -139,9 +139,8 @@ typedef struct ew_decays {
 	double s, m, l;
 } ew_decays;
 
-static ew_decays decays(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
+static ew_decays decays_dt(uint64_t dt, double w_short, double w_long)
 {
-	uint64_t dt = now > e->last ? now - e->last : 0;
 	ew_decays d = {1.0, 1.0, 1.0};
 
 	if (dt > 0) {
@@ -152,14 +151,59 @@ static ew_decays decays(const cbad_rate_ew *e, uint64_t now, double w_short, dou
 	return d;
 }
 
+/* The public EW helpers (an entity's shares in cbad_entity) decay by every event since the last
+ * update, the learned one included. */
+static ew_decays decays(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
+{
+	return decays_dt(now > e->last ? now - e->last : 0, w_short, w_long);
+}
+
+/* The kinds table's shares at stream index now, before this event: decayed by the events
+ * between the last occurrence and this one only. Learning an occurrence decays once more
+ * (s + (1 - s) / w), so decaying by now - last as well counted every step twice for a kind
+ * seen at consecutive events: a kind making up every event read as a share of 0.508. */
+static ew_decays decays_idle(const cbad_rate_ew *e, uint64_t now, double w_short,
+			     double w_long)
+{
+	return decays_dt(now > e->last ? now - e->last - 1 : 0, w_short, w_long);
+}
+
+/* The total weight an EW over w events has given the stream's first t events: 1 - (1 - 1/w)^t.
+ * Every share starts at 0 with the stream, so for the first few w events it is the mean of the
+ * events seen times this weight; dividing by it (as Adam corrects its moments) gives the mean
+ * itself. A kind first seen mid-stream is still divided by the stream's weight, not its own:
+ * its share was truly 0 before it appeared. */
+static double warm_weight(double w, uint64_t t)
+{
+	if (t == 0)
+		return 1.0;
+	if ((double)t > 64.0 * w)
+		return 1.0;
+	return -expm1((double)t * log1p(-1.0 / w));
+}
+
+/* The warm-up weights of the burst test's two windows at stream age t. */
+typedef struct ew_warm {
+	double s, l;
+} ew_warm;
+
+static ew_warm warm(uint64_t t, double w_short, double w_long)
+{
+	ew_warm m = {warm_weight(w_short, t), warm_weight(w_long, t)};
+
+	return m;
+}
+
 /* The kind's share before the recent window: the long count less the recent one. Compared with
  * the long share itself, a burst does not raise its own baseline while it lasts (a kind going
- * from 0 to 5 in 32 events would otherwise expect 0.16 of them after 20 events, not 0.008). */
-static double share_before(const cbad_rate_ew *e, const ew_decays *d, double w_short,
-			   double w_long, double prior)
+ * from 0 to 5 in 32 events would otherwise expect 0.16 of them after 20 events, not 0.008).
+ * Both counts are bias-corrected for the stream's age (warm_weight): uncorrected, the only
+ * template of a young stream looked like a slow burst for its first 4096 events. */
+static double share_before(const cbad_rate_ew *e, const ew_decays *d, const ew_warm *m,
+			   double w_short, double w_long, double prior)
 {
-	double cl = (double)e->s_long * d->l * w_long;
-	double cs = (double)e->s_short * d->s * w_short;
+	double cl = (double)e->s_long * d->l * w_long / m->l;
+	double cs = (double)e->s_short * d->s * w_short / m->s;
 	double share = (cl - cs) / (w_long - w_short);
 
 	return share < prior ? prior : share;
@@ -169,8 +213,9 @@ double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, d
 			  double prior, double *ret_observed, double *ret_expected)
 {
 	ew_decays d = decays(e, now, w_short, w_long);
+	ew_warm m = warm(now, w_short, w_long);
 	double obs = (double)e->s_short * d.s * w_short + 1.0;
-	double share = share_before(e, &d, w_short, w_long, prior);
+	double share = share_before(e, &d, &m, w_short, w_long, prior);
 	double lam;
 
 	lam = share * w_short;
@@ -179,11 +224,12 @@ double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, d
 	return -cbad_rate_log10_upper(obs, lam);
 }
 
-static double ew_excess(const cbad_rate_ew *e, const ew_decays *d, double w_short,
-			double w_long, double prior, double *ret_observed, double *ret_expected)
+static double ew_excess(const cbad_rate_ew *e, const ew_decays *d, const ew_warm *m,
+			double w_short, double w_long, double prior, double *ret_observed,
+			double *ret_expected)
 {
 	double obs = (double)e->s_short * d->s * w_short + 1.0;
-	double share = share_before(e, d, w_short, w_long, prior);
+	double share = share_before(e, d, m, w_short, w_long, prior);
 
 	*ret_observed = obs;
 	*ret_expected = share * w_short;
@@ -194,8 +240,9 @@ double cbad_rate_ew_excess(const cbad_rate_ew *e, uint64_t now, double w_short, 
 			   double prior, double *ret_observed, double *ret_expected)
 {
 	ew_decays d = decays(e, now, w_short, w_long);
+	ew_warm m = warm(now, w_short, w_long);
 
-	return ew_excess(e, &d, w_short, w_long, prior, ret_observed, ret_expected);
+	return ew_excess(e, &d, &m, w_short, w_long, prior, ret_observed, ret_expected);
 }
 
 static void ew_learn(cbad_rate_ew *e, const ew_decays *d, uint64_t now, double w_short,
@@ -325,6 +372,7 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 	rate_kind *dk;
 	bool ready = r->t >= MIN_EVENTS;
 	bool deligible = false; /* the drop test applies to this event's kind in turn */
+	ew_warm wm = warm(r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
 
 	verdict_clear(burst);
 	verdict_clear(drop);
@@ -343,8 +391,9 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 				copy_label(r->labels[k - r->kinds], keys[i].label, keys[i].label_len);
 		}
 		/* a cheap standardised excess picks the kind; its exact tail is computed once */
-		dk_ = decays(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
-		s = ew_excess(&k->ew, &dk_, CBAD_RATE_SHORT, CBAD_RATE_LONG, prior, &obs, &ex);
+		dk_ = decays_idle(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+		s = ew_excess(&k->ew, &dk_, &wm, CBAD_RATE_SHORT, CBAD_RATE_LONG, prior, &obs,
+			      &ex);
 		if (!bk || s > best) {
 			best = s;
 			bk = true;
@@ -374,9 +423,11 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 	/* drop: one remembered kind per event, in turn */
 	dk = &r->kinds[r->rr % NKINDS];
 	if (dk->key != 0) {
-		uint64_t dt = r->t > dk->ew.last ? r->t - dk->ew.last : 0;
-		double lam = (double)dk->ew.s_long * decay(CBAD_RATE_LONG, dt) * CBAD_RATE_MID;
-		double obs = (double)dk->ew.s_mid * decay(CBAD_RATE_MID, dt) * CBAD_RATE_MID;
+		uint64_t dt = r->t > dk->ew.last ? r->t - dk->ew.last - 1 : 0;
+		double lam = (double)dk->ew.s_long * decay(CBAD_RATE_LONG, dt) * CBAD_RATE_MID /
+			     wm.l;
+		double obs = (double)dk->ew.s_mid * decay(CBAD_RATE_MID, dt) * CBAD_RATE_MID /
+			     warm_weight(CBAD_RATE_MID, r->t);
 
 		deligible = lam >= DROP_MIN_EXPECTED;
 		if (deligible)
