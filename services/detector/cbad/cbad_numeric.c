@@ -15,10 +15,10 @@
 
 /*
  * Per event: the JSON fields are scanned once (cbad_json). Numeric fields feed the stream's
- * value models (spike, level shift, flatline, long-run level); entity fields route the event
- * to that entity's own models, hour profile and rate (cbad_entity); the event's template and
- * the values of its low-cardinality fields are the kinds whose bursts and drops cbad_rate
- * tests.
+ * value models (spike, level shift, flatline, long-run level, daily shape); entity fields
+ * route the event to that entity's own models, hour profile and rate (cbad_entity); the
+ * event's template and the values of its low-cardinality fields are the kinds whose bursts
+ * and drops cbad_rate tests.
  *
  * Every test gives a conformal p-value on its own history. Within a channel kind (value,
  * entity, rate) the event's two smallest p-values are combined (the sum of their -log10) and
