@@ -75,6 +75,78 @@ static void run(cbad_detector *d, uint64_t seed, int from, int n, cbad_result *o
 	}
 }
 
+/* Events with a prose field: English answers, and every 211th (after the warm-up) one in
+ * another language, or one word repeated. */
+static void run_prose(cbad_detector *d, uint64_t seed, int from, int n, cbad_result *out)
+{
+	static const char *const en[] = {"the", "answer", "is", "a", "good", "book", "for", "you",
+					 "can", "use", "this", "function", "to", "sort", "list",
+					 "in", "python", "about", "miles", "short", "classic"};
+	static const char *const es[] = {"la", "respuesta", "que", "buscas", "es", "correcta",
+					 "puedes", "usar", "función", "más", "detalles", "aquí"};
+	char buf[1024], text[512];
+	cbad_result r;
+
+	rng = seed;
+	for (int i = from; i < from + n; i++) {
+		size_t len, t = 0, words = 6 + next() % 10;
+		bool odd = i % 211 == 210 && i > 1200;
+
+		for (size_t w = 0; w < words; w++)
+			t += (size_t)snprintf(text + t, sizeof(text) - t, "%s%s", w ? " " : "",
+					      odd && i % 2 ? "the" : odd ? es[next() % 12] : en[next() % 21]);
+		len = (size_t)snprintf(buf, sizeof(buf),
+				       "{\"user\":\"u%04u\",\"answer\":\"%s.\",\"ms\":%u}",
+				       next() % 300, text, 200 + next() % 100);
+		ck_assert_int_eq(cbad_detector_process(d, buf, len, 1710248400000 + i * 100LL, &r), 0);
+		if (out)
+			out[i - from] = r;
+	}
+}
+
+/* The text channel: foreign or repeated answers flagged and explained, the state continues
+ * bit for bit, and a higher sensitivity flags a superset. */
+START_TEST(test_text_channel)
+{
+	cbad_detector *a = new_default(0.5), *b = NULL, *lo = new_default(0.25);
+	cbad_result *ra = calloc(1500, sizeof(*ra)), *rb = calloc(1500, sizeof(*rb));
+	cbad_result *rl = calloc(1500, sizeof(*rl));
+	void *buf = NULL;
+	size_t len = 0;
+	char err[256];
+	uint64_t mid;
+	int text_flags = 0;
+
+	run_prose(a, 11, 0, 2050, NULL);
+	run_prose(lo, 11, 0, 2050, NULL);
+	mid = rng;
+	ck_assert_int_eq(cbad_detector_save(a, &buf, &len, err, sizeof(err)), 0);
+	ck_assert_int_eq(cbad_detector_load(buf, len, &b, err, sizeof(err)), 0);
+	run_prose(a, mid, 2050, 1500, ra);
+	run_prose(b, mid, 2050, 1500, rb);
+	run_prose(lo, mid, 2050, 1500, rl);
+	ck_assert_int_eq(memcmp(ra, rb, 1500 * sizeof(*ra)), 0);
+	for (int i = 0; i < 1500; i++) {
+		ck_assert(!rl[i].anomaly || ra[i].anomaly);
+		if ((2050 + i) % 211 == 210)
+			ck_assert_msg(ra[i].anomaly, "line %d: p %g", 2050 + i, ra[i].p_value);
+		if (ra[i].anomaly && !strcmp(ra[i].signal, "text:answer")) {
+			text_flags++;
+			ck_assert_ptr_nonnull(strstr(ra[i].summary, "field answer"));
+			ck_assert_str_eq(ra[i].evidence[0].name, "answer");
+		}
+	}
+	ck_assert_int_gt(text_flags, 0);
+	free(buf);
+	free(ra);
+	free(rb);
+	free(rl);
+	cbad_detector_free(a);
+	cbad_detector_free(b);
+	cbad_detector_free(lo);
+}
+END_TEST
+
 START_TEST(test_warm_up)
 {
 	cbad_detector *d = new_default(1.0);
@@ -250,6 +322,73 @@ START_TEST(test_state_round_trip)
 }
 END_TEST
 
+/* A small baseline that every hop overflows, with events whose templates are all new and
+ * whose lengths vary: a state saved at any point (mid-hop included) restores a detector that
+ * goes on exactly as the original does. */
+static void run_varied(cbad_detector *d, int from, int n, cbad_result *out)
+{
+	char buf[1024];
+
+	for (int i = from; i < from + n; i++) {
+		uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull;
+		int len = snprintf(buf, sizeof(buf), "{\"i\":%d,\"msg\":\"", i);
+		int words = 1 + (int)(x >> 58);
+
+		for (int w = 0; w < words && len < 900; w++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			for (int k = 0; k < 2 + (int)(x >> 61); k++)
+				buf[len++] = (char)('a' + (x >> (8 + 5 * k)) % 26);
+			buf[len++] = ' ';
+		}
+		len += snprintf(buf + len, sizeof(buf) - (size_t)len, "\"}");
+		ck_assert_int_eq(cbad_detector_process(d, buf, (size_t)len, 1710248400000 + i * 1000LL,
+						       out ? &out[i - from] : &(cbad_result){0}),
+				 0);
+	}
+}
+
+START_TEST(test_state_round_trip_small_baseline)
+{
+	static const int cut[] = {40, 333, 417, 555};
+	cbad_settings s;
+	cbad_detector *ref = NULL;
+	cbad_result *rr = calloc(700, sizeof(*rr)), *rb = calloc(700, sizeof(*rb));
+	char err[256];
+
+	cbad_settings_default(&s);
+	s.baseline_bytes = 4096;
+	s.baseline_events = 64;
+	s.hop_events = 50;
+	s.window_events = 32;
+	ck_assert_int_eq(cbad_detector_new(&s, &ref, err, sizeof(err)), 0);
+	run_varied(ref, 0, 700, rr);
+	for (size_t c = 0; c < sizeof(cut) / sizeof(cut[0]); c++) {
+		cbad_detector *a = NULL, *b = NULL;
+		void *buf = NULL;
+		size_t len = 0;
+		cbad_status st;
+
+		ck_assert_int_eq(cbad_detector_new(&s, &a, err, sizeof(err)), 0);
+		run_varied(a, 0, cut[c], NULL);
+		ck_assert_int_eq(cbad_detector_save(a, &buf, &len, err, sizeof(err)), 0);
+		ck_assert_int_eq(cbad_detector_load(buf, len, &b, err, sizeof(err)), 0);
+		run_varied(b, cut[c], 700 - cut[c], rb);
+		ck_assert_int_eq(memcmp(rr + cut[c], rb, (size_t)(700 - cut[c]) * sizeof(*rb)), 0);
+		/* The baseline's bytes are held once, plus what a hop appends (at most bcap). */
+		cbad_detector_status(b, &st);
+		ck_assert_uint_gt(st.memory_bytes, 2 * 4096);
+		free(buf);
+		cbad_detector_free(a);
+		cbad_detector_free(b);
+	}
+	/* The novelty channel was live: costs differ between events. */
+	ck_assert(rr[650].novelty_bits != rr[651].novelty_bits || rr[651].novelty_bits != rr[652].novelty_bits);
+	free(rr);
+	free(rb);
+	cbad_detector_free(ref);
+}
+END_TEST
+
 START_TEST(test_sensitivity_monotone)
 {
 	static const double sens[] = {0.0, 0.25, 0.5, 0.75, 1.0};
@@ -374,10 +513,12 @@ int main(void)
 	tcase_add_test(tc, test_score_consistent);
 	tcase_add_test(tc, test_deterministic);
 	tcase_add_test(tc, test_state_round_trip);
+	tcase_add_test(tc, test_state_round_trip_small_baseline);
 	tcase_add_test(tc, test_sensitivity_monotone);
 	tcase_add_test(tc, test_set_sensitivity_and_memory);
 	tcase_add_test(tc, test_drift_window_flagged);
 	tcase_add_test(tc, test_bad_settings_refused);
+	tcase_add_test(tc, test_text_channel);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);

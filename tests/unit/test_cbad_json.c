@@ -94,6 +94,32 @@ START_TEST(test_invalid)
 }
 END_TEST
 
+/* String ends: an escaped quote or backslash never ends a string, a lone backslash at the end
+ * of the input or a control byte is refused, bytes >= 0x80 are plain. */
+START_TEST(test_string_ends)
+{
+	static const char *const bad[] = {
+		"{\"a\":\"x\\\"}", "{\"a\":\"x\\", "{\"a\":\"x\\\\", "{\"a\":\"\x1f\"}",
+		"{\"a\":\"\n\"}",
+	};
+	const char *ok = "{\"a\":\"x\\\\\",\"b\":\"\xc3\xa9t\xc3\xa9\",\"c\":\"q\\\"\\\"\"}";
+	cbad_json_field f[4];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(scan_exact(bad[i], strlen(bad[i]), f, 4) == -EINVAL, "accepted %s",
+			      bad[i]);
+	ck_assert_int_eq(scan_exact(ok, strlen(ok), f, 4), 3);
+	ck_assert_int_eq(cbad_json_scan(ok, strlen(ok), f, 4), 3);
+	ck_assert(f[0].escaped);
+	ck_assert_int_eq(f[0].str_len, 3);
+	ck_assert(!f[1].escaped);
+	ck_assert_int_eq(f[1].str_len, 5);
+	ck_assert(f[2].escaped);
+	ck_assert_int_eq(f[2].str_len, 5);
+	ck_assert(memcmp(f[2].str, "q\\\"\\\"", 5) == 0);
+}
+END_TEST
+
 START_TEST(test_limits)
 {
 	char deep[1200], key[200], ev[400];
@@ -164,6 +190,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_fields_and_paths);
 	tcase_add_test(tc, test_numbers);
 	tcase_add_test(tc, test_invalid);
+	tcase_add_test(tc, test_string_ends);
 	tcase_add_test(tc, test_limits);
 	tcase_add_test(tc, test_random_bytes);
 	suite_add_tcase(s, tc);

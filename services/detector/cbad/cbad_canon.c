@@ -9,7 +9,7 @@
 
 /* Character classes, one table lookup instead of a chain of comparisons (the masking loop
  * looks at every byte of every event). */
-#define C_DIGIT 1
+#define C_DIGIT 1 /* must stay 1: mask_run adds it up */
 #define C_ALPHA 2
 #define C_HEX 4
 #define C_WORD 8 /* what a "word" (a candidate timestamp, IP, e-mail, UUID or id) is made of */
@@ -194,21 +194,26 @@ static inline size_t put_word(char *out, size_t o, size_t cap, const char *in, s
 	return put(out, o, cap, in + ws, we - ws);
 }
 
-/* Masks one alphanumeric run: hex ids and long digit runs. */
-static size_t mask_run(const char *s, size_t i, size_t e, uint32_t mask, char *out, size_t o,
-		       size_t cap)
+/* Masks one alphanumeric run s[i..e) of an input of length slen: hex ids and long digit runs. */
+static size_t mask_run(const char *s, size_t i, size_t e, size_t slen, uint32_t mask, char *out,
+		       size_t o, size_t cap)
 {
 	size_t len = e - i, ndig = 0;
-	bool hex = true;
+	unsigned all = C_HEX;
+	bool hex;
 
+	/* One class load per byte: digits counted (C_DIGIT is 1), classes intersected. */
 	for (size_t k = i; k < e; k++) {
-		ndig += is_digit((unsigned char)s[k]);
-		hex = hex && is_hex((unsigned char)s[k]);
+		unsigned cl = cclass[(unsigned char)s[k]];
+
+		ndig += cl & C_DIGIT;
+		all &= cl;
 	}
+	hex = all & C_HEX;
 	if ((mask & CBAD_MASK_HEX) && hex && len >= 8 && ndig > 0 && ndig < len)
 		return put(out, o, cap, "<H>", 3);
 	if (!(mask & CBAD_MASK_NUMBERS) || ndig < 4)
-		return put(out, o, cap, s + i, len);
+		return put_word(out, o, cap, s, i, e, slen);
 	while (i < e) {
 		size_t d = digits_at(s, e, i);
 
@@ -331,7 +336,7 @@ size_t cbad_canon_mask(const char *in, size_t len, uint32_t mask, char *out, siz
 				while (e < we && is_alnum((unsigned char)in[e]))
 					e++;
 				if (e - i < 8 || !is_hex((unsigned char)in[i])) {
-					o = mask_run(in, i, e, mask, out, o, outcap);
+					o = mask_run(in, i, e, len, mask, out, o, outcap);
 					i = e;
 					continue;
 				}
@@ -358,7 +363,7 @@ size_t cbad_canon_mask(const char *in, size_t len, uint32_t mask, char *out, siz
 			e = i;
 			while (e < we && is_alnum((unsigned char)in[e]))
 				e++;
-			o = mask_run(in, i, e, mask, out, o, outcap);
+			o = mask_run(in, i, e, len, mask, out, o, outcap);
 			i = e;
 		}
 	}

@@ -10,6 +10,7 @@
 
 #include <zstd.h>
 
+#include "services/detector/cbad/cbad_archive.h"
 #include "services/detector/cbad/cbad_calib.h"
 #include "services/detector/cbad/cbad_canon.h"
 #include "services/detector/cbad/cbad_detector_private.h"
@@ -19,9 +20,10 @@
 #include "services/detector/cbad/cbad_numeric.h"
 #include "services/detector/cbad/cbad_ser.h"
 #include "services/detector/cbad/cbad_signal.h"
+#include "services/detector/cbad/cbad_text.h"
 
 #define STATE_MAGIC "CBAD"
-#define STATE_VERSION 2u
+#define STATE_VERSION 3u /* 3: the text channel (cbad_text) and the archive (cbad_archive) */
 #define STATE_MAX_RAW (64u << 20)
 #define NOVELTY_HISTORY 1000     /* normal novelty scores the p-value ranks against */
 #define NOVELTY_MIN_SCALE 8.0    /* bits: floor of the tail scale beyond the largest score */
@@ -57,16 +59,24 @@ struct cbad_detector {
 	cbad_calib *ncal;
 	cbad_drift *drift;
 	cbad_numeric *num;
+	cbad_text *text;
+	cbad_archive *arch; /* recurring normal forms kept after they leave the baseline */
 
-	/* The baseline: canonical events, oldest first, in a byte ring with a ring of lengths. */
-	uint8_t *bring;
+	/* The baseline: canonical events, oldest first, with a ring of their lengths. Its bytes
+	 * are those of dict (what the current CDict was built from, which must not change until
+	 * the next rebuild) followed by pend (what was appended since), less the first bhead
+	 * bytes of the two (evicted since): one copy of the baseline instead of a ring and a
+	 * linear copy of it for the CDict, and a rebuild moves only the difference. */
+	uint8_t *dict;
+	uint32_t aoff; /* archive bytes in front of the baseline in dict */
+	uint32_t dict_len; /* baseline bytes in dict, after the archive */
+	uint8_t *pend;
+	uint32_t pend_len, pend_cap;
 	uint32_t bcap, bhead, bused;
 	uint32_t *blen;
 	uint16_t *btmpl; /* template slot of each baseline event */
 	uint32_t lhead, nb;
 	uint8_t tcount[TEMPLATE_SLOTS]; /* baseline events per template slot */
-	uint8_t *dict; /* the linear copy the current CDict refers to */
-	uint32_t dict_len;
 	char *canon;
 	/* Quarantine: anomalies join the baseline only after baseline_events / 2 more events, so
 	 * that a burst of one new thing stays novel while a rare but recurring thing is learned. */
@@ -75,7 +85,8 @@ struct cbad_detector {
 	uint16_t q_slot[QUARANTINE_N];
 	uint32_t q_len[QUARANTINE_N];
 	uint64_t q_tmpl[QUARANTINE_N];
-	char q_bytes[QUARANTINE_N][QUARANTINE_BYTES];
+	char *q_bytes[QUARANTINE_N]; /* malloc'd while waiting: most streams quarantine little */
+	uint32_t q_held; /* bytes of them */
 
 	uint64_t seen, anomalies;
 	uint32_t since_rebuild, rebuilds;
@@ -149,13 +160,13 @@ int cbad_detector_new_channels(const cbad_settings *s, uint32_t channels, cbad_d
 	d->channels = channels;
 	d->alpha = cbad_sensitivity_alpha(s->sensitivity);
 	d->bcap = s->baseline_bytes;
-	d->bring = malloc(d->bcap);
-	d->dict = malloc(d->bcap);
+	d->dict = malloc(d->bcap + CBAD_ARCHIVE_BYTES);
 	d->blen = calloc(s->baseline_events, sizeof(uint32_t));
 	d->btmpl = calloc(s->baseline_events, sizeof(uint16_t));
 	d->canon = malloc(s->max_event_bytes + 1);
-	if (!d->bring || !d->dict || !d->blen || !d->btmpl || !d->canon ||
-	    cbad_novelty_new(s->zstd_level, s->baseline_bytes, &d->nov) ||
+	if (!d->dict || !d->blen || !d->btmpl || !d->canon ||
+	    cbad_archive_new(TEMPLATE_SLOTS, &d->arch) ||
+	    cbad_novelty_new(s->zstd_level, s->baseline_bytes + CBAD_ARCHIVE_BYTES, &d->nov) ||
 	    cbad_calib_new(NOVELTY_HISTORY, NOVELTY_MIN_SCALE, &d->ncal) ||
 	    cbad_drift_new(s->window_events, s->baseline_events, &d->drift)) {
 		rc = fail(errbuf, errlen, -ENOMEM, "out of memory");
@@ -165,6 +176,10 @@ int cbad_detector_new_channels(const cbad_settings *s, uint32_t channels, cbad_d
 		rc = cbad_numeric_new(s, &d->num, errbuf, errlen);
 		if (rc)
 			goto out_free;
+	}
+	if ((channels & CBAD_CHANNEL_TEXT) && cbad_text_new(&d->text)) {
+		rc = fail(errbuf, errlen, -ENOMEM, "out of memory");
+		goto out_free;
 	}
 	*ret = d;
 	return 0;
@@ -178,24 +193,70 @@ int cbad_detector_new(const cbad_settings *s, cbad_detector **ret, char *errbuf,
 	return cbad_detector_new_channels(s, CBAD_CHANNEL_ALL, ret, errbuf, errlen);
 }
 
+/* The byte at offset off of the baseline's concatenation (dict's baseline part, then pend). An
+ * event never straddles the two: dict's part ends where a rebuild found the baseline's end. */
+static const uint8_t *baseline_at(const cbad_detector *d, uint32_t off)
+{
+	return off < d->dict_len ? d->dict + d->aoff + off : d->pend + (off - d->dict_len);
+}
+
 static void baseline_pop(cbad_detector *d)
 {
 	uint32_t n = d->blen[d->lhead];
+	uint16_t slot = d->btmpl[d->lhead];
 
-	d->bhead = (d->bhead + n) % d->bcap;
+	/* The last copy of its form is offered to the archive of recurring normal forms. */
+	if (--d->tcount[slot] == 0) {
+		uint32_t len = n - 1 < CBAD_ARCHIVE_MAX_EVENT ? n - 1 : CBAD_ARCHIVE_MAX_EVENT;
+
+		cbad_archive_offer(d->arch, slot, baseline_at(d, d->bhead), len);
+	}
+	d->bhead += n;
 	d->bused -= n;
-	d->tcount[d->btmpl[d->lhead]]--;
 	d->bchanged = true;
 	d->lhead = (d->lhead + 1) % d->s.baseline_events;
 	d->nb--;
 }
 
+/* Room for n more bytes in pend: evicted bytes of pend are dropped first, then it grows (by a
+ * quarter, never beyond bcap: the live bytes plus n never exceed bcap). Returns 0 or -ENOMEM. */
+static int pend_reserve(cbad_detector *d, uint32_t n)
+{
+	uint32_t cap;
+	uint8_t *p;
+
+	if (d->pend_len + n <= d->pend_cap)
+		return 0;
+	if (d->bhead > d->dict_len) {
+		uint32_t drop = d->bhead - d->dict_len;
+
+		memmove(d->pend, d->pend + drop, d->pend_len - drop);
+		d->pend_len -= drop;
+		d->bhead = d->dict_len;
+		if (d->pend_len + n <= d->pend_cap)
+			return 0;
+	}
+	cap = d->pend_cap + d->pend_cap / 4;
+	if (cap < d->pend_len + n)
+		cap = d->pend_len + n;
+	cap = (cap + 1023u) & ~1023u;
+	if (cap > d->bcap)
+		cap = d->bcap;
+	p = realloc(d->pend, cap);
+	if (!p)
+		return -ENOMEM;
+	d->pend = p;
+	d->pend_cap = cap;
+	return 0;
+}
+
 /* Appends one canonical event (and a newline) to the baseline, evicting the oldest, unless
  * the baseline already holds TEMPLATE_COPIES events of its template: the dictionary then
- * covers many kinds of events instead of many copies of the most common one. */
+ * covers many kinds of events instead of many copies of the most common one. Out of memory,
+ * the event is not appended. */
 static void baseline_push(cbad_detector *d, const char *p, uint32_t len, uint64_t tmpl)
 {
-	uint32_t n, at;
+	uint32_t n;
 	uint16_t slot = (uint16_t)(tmpl % TEMPLATE_SLOTS);
 
 	if (d->tcount[slot] >= TEMPLATE_COPIES)
@@ -206,11 +267,11 @@ static void baseline_push(cbad_detector *d, const char *p, uint32_t len, uint64_
 	n = len + 1;
 	while (d->nb > 0 && (d->bused + n > d->bcap || d->nb == d->s.baseline_events))
 		baseline_pop(d);
-	at = (d->bhead + d->bused) % d->bcap;
-	for (uint32_t k = 0; k < n; k++) {
-		d->bring[at] = k < len ? (uint8_t)p[k] : '\n';
-		at = at + 1 == d->bcap ? 0 : at + 1;
-	}
+	if (pend_reserve(d, n))
+		return;
+	memcpy(d->pend + d->pend_len, p, len);
+	d->pend[d->pend_len + len] = '\n';
+	d->pend_len += n;
 	d->bused += n;
 	d->blen[(d->lhead + d->nb) % d->s.baseline_events] = n;
 	d->btmpl[(d->lhead + d->nb) % d->s.baseline_events] = slot;
@@ -219,12 +280,18 @@ static void baseline_push(cbad_detector *d, const char *p, uint32_t len, uint64_
 	d->bchanged = true;
 }
 
+/* The baseline's bytes, oldest first, into out[0..bused). out may be dict itself. */
 static void baseline_linear(const cbad_detector *d, uint8_t *out)
 {
-	uint32_t first = d->bcap - d->bhead < d->bused ? d->bcap - d->bhead : d->bused;
+	if (d->bhead < d->dict_len) {
+		uint32_t first = d->dict_len - d->bhead;
 
-	memcpy(out, d->bring + d->bhead, first);
-	memcpy(out + first, d->bring, d->bused - first);
+		memmove(out, d->dict + d->aoff + d->bhead, first);
+		if (d->bused > first)
+			memcpy(out + first, d->pend, d->bused - first);
+	} else if (d->bused) {
+		memcpy(out, d->pend + (d->bhead - d->dict_len), d->bused);
+	}
 }
 
 static void quarantine_put(cbad_detector *d, const char *p, uint32_t len, uint64_t tmpl)
@@ -238,18 +305,28 @@ static void quarantine_put(cbad_detector *d, const char *p, uint32_t len, uint64
 		same += d->q_slot[(d->qhead + k) % QUARANTINE_N] == slot;
 	if (same >= QUARANTINE_PER_TEMPLATE || d->tcount[slot] >= TEMPLATE_COPIES)
 		return;
-	i = (d->qhead + d->qn++) % QUARANTINE_N;
+	if (len > QUARANTINE_BYTES)
+		len = QUARANTINE_BYTES;
+	i = (d->qhead + d->qn) % QUARANTINE_N;
+	d->q_bytes[i] = malloc(len ? len : 1);
+	if (!d->q_bytes[i])
+		return; /* out of memory: the anomaly is not learned later */
+	d->qn++;
 	d->q_admit[i] = d->seen + d->s.baseline_events / 2;
 	d->q_slot[i] = slot;
 	d->q_tmpl[i] = tmpl;
-	d->q_len[i] = len < QUARANTINE_BYTES ? len : QUARANTINE_BYTES;
-	memcpy(d->q_bytes[i], p, d->q_len[i]);
+	d->q_len[i] = len;
+	d->q_held += len;
+	memcpy(d->q_bytes[i], p, len);
 }
 
 static void quarantine_release(cbad_detector *d)
 {
 	while (d->qn > 0 && d->q_admit[d->qhead] <= d->seen) {
 		baseline_push(d, d->q_bytes[d->qhead], d->q_len[d->qhead], d->q_tmpl[d->qhead]);
+		free(d->q_bytes[d->qhead]);
+		d->q_bytes[d->qhead] = NULL;
+		d->q_held -= d->q_len[d->qhead];
 		d->qhead = (d->qhead + 1) % QUARANTINE_N;
 		d->qn--;
 	}
@@ -261,9 +338,18 @@ static void quarantine_release(cbad_detector *d)
 static void rebuild(cbad_detector *d)
 {
 	if (d->bchanged) {
-		baseline_linear(d, d->dict);
+		uint32_t alen = cbad_archive_len(d->arch);
+
+		/* The old CDict is not used again once dict starts to change. The baseline moves
+		 * first (it may overlap where the archive goes), then the archive goes in front:
+		 * zstd reaches the newest bytes (the baseline) most cheaply. */
+		baseline_linear(d, d->dict + alen);
+		cbad_archive_copy(d->arch, d->dict);
+		d->aoff = alen;
 		d->dict_len = d->bused;
-		cbad_novelty_rebuild(d->nov, d->dict, d->dict_len);
+		d->bhead = 0;
+		d->pend_len = 0;
+		cbad_novelty_rebuild(d->nov, d->dict, d->aoff + d->dict_len);
 		d->bchanged = false;
 	}
 	d->since_rebuild = 0;
@@ -358,7 +444,7 @@ static void explain(cbad_detector *d, const cbad_chan_signal *top, const char *r
 	r->base_median = top->base_median;
 	r->base_high = top->base_high;
 	r->nevidence = 0;
-	if (top->kind == CBAD_KIND_EVENT) {
+	if (top->kind == CBAD_KIND_EVENT && !top->field[0]) { /* novelty; text signals name a field */
 		r->base_low = cbad_calib_quantile(d->ncal, 0.05);
 		r->base_median = cbad_calib_quantile(d->ncal, 0.5);
 		r->base_high = cbad_calib_quantile(d->ncal, 0.95);
@@ -429,6 +515,10 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 
 		nsig += cbad_numeric_observe(d->num, &v, !nov_flag, sig + nsig, MAX_SIGNALS - 2 - nsig);
 	}
+	/* The text channel belongs to the event kind: it judges the same event's content. */
+	if (d->text)
+		nsig += cbad_text_observe(d->text, event, len, LEARN_ALPHA, sig + nsig,
+					  MAX_SIGNALS - 1 - nsig);
 
 	if ((d->channels & CBAD_CHANNEL_DRIFT) &&
 	    cbad_drift_observe(d->drift, tmpl, ts_ms, !nov_flag, &rep)) {
@@ -504,6 +594,7 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 	 * they have become the majority of recent events (a new normal). */
 	d->regime = d->regime * (1 - REGIME_EMA) + (nov_flag ? REGIME_EMA : 0);
 	learn = !nov_flag || d->regime > REGIME_SHARE;
+	cbad_archive_note(d->arch, (uint32_t)(tmpl % TEMPLATE_SLOTS), !nov_flag);
 	if (learn || calibrating)
 		baseline_push(d, d->canon, (uint32_t)clen, tmpl);
 	else
@@ -526,10 +617,11 @@ void cbad_detector_status(const cbad_detector *d, cbad_status *ret)
 	ret->progress = ret->calibrating ? (double)d->seen / warm_up_events(&d->s) : 1.0;
 	ret->events_seen = d->seen;
 	ret->anomalies = d->anomalies;
-	ret->memory_bytes = sizeof(*d) + 2 * (size_t)d->bcap +
+	ret->memory_bytes = sizeof(*d) + (size_t)d->bcap + d->pend_cap + d->q_held +
 			    d->s.baseline_events * (sizeof(uint32_t) + sizeof(uint16_t)) + d->s.max_event_bytes + 1 +
 			    cbad_novelty_memory(d->nov) + cbad_calib_memory(d->ncal) +
-			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0);
+			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0) +
+			    cbad_text_memory(d->text) + cbad_archive_memory(d->arch) + CBAD_ARCHIVE_BYTES;
 }
 
 int cbad_detector_set_sensitivity(cbad_detector *d, double sensitivity)
@@ -625,8 +717,8 @@ int cbad_detector_save(const cbad_detector *d, void **ret_buf, size_t *ret_len, 
 	}
 	cbad_w_u32(&w, d->bused);
 	cbad_w_bytes(&w, lin, d->bused);
-	cbad_w_u32(&w, d->dict_len);
-	cbad_w_bytes(&w, d->dict, d->dict_len);
+	cbad_w_u32(&w, d->aoff + d->dict_len);
+	cbad_w_bytes(&w, d->dict, d->aoff + d->dict_len);
 	cbad_w_u32(&w, d->qn);
 	for (uint32_t k = 0; k < d->qn; k++) {
 		uint32_t i = (d->qhead + k) % QUARANTINE_N;
@@ -641,6 +733,10 @@ int cbad_detector_save(const cbad_detector *d, void **ret_buf, size_t *ret_len, 
 	cbad_w_u8(&w, d->num != NULL);
 	if (d->num)
 		cbad_numeric_save(d->num, &w);
+	cbad_w_u8(&w, d->text != NULL);
+	if (d->text)
+		cbad_text_save(d->text, &w);
+	cbad_archive_save(d->arch, &w);
 	if (w.failed)
 		goto out_free;
 	bound = ZSTD_compressBound(w.len) + 16;
@@ -678,7 +774,7 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 	cbad_reader r;
 	cbad_settings s;
 	cbad_detector *d = NULL;
-	uint32_t channels, nb, bused, total = 0;
+	uint32_t channels, nb, nq, bused, total = 0;
 	size_t got;
 	int rc = -EINVAL;
 
@@ -740,13 +836,24 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		d->btmpl[k] = (uint16_t)slot;
 	}
 	bused = cbad_r_count(&r, d->bcap);
-	if (r.failed || bused != total || !cbad_r_bytes(&r, d->bring, bused))
+	if (r.failed || bused != total)
 		goto out_corrupt;
+	/* The whole saved baseline goes to pend, after the saved dictionary: the same bytes as the
+	 * saver's, whatever part of them its dictionary held. */
+	if (pend_reserve(d, bused)) {
+		rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
+		goto out_free;
+	}
+	if (!cbad_r_bytes(&r, d->pend, bused))
+		goto out_corrupt;
+	d->pend_len = bused;
 	d->nb = nb;
 	d->bused = bused;
-	d->dict_len = cbad_r_count(&r, d->bcap);
+	d->dict_len = cbad_r_count(&r, d->bcap + CBAD_ARCHIVE_BYTES);
 	if (r.failed || !cbad_r_bytes(&r, d->dict, d->dict_len) || d->since_rebuild >= s.hop_events)
 		goto out_corrupt;
+	d->aoff = 0; /* the saved dictionary, archive and all, is all evicted: the baseline is in pend */
+	d->bhead = d->dict_len;
 	/* The restored CDict is built from the saved dictionary bytes; whether the baseline moved
 	 * since is not stored, so the next hop rebuilds (from identical bytes if it did not). */
 	d->bchanged = true;
@@ -754,12 +861,19 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
 		goto out_free;
 	}
-	d->qn = cbad_r_count(&r, QUARANTINE_N);
-	for (uint32_t k = 0; k < d->qn && !r.failed; k++) {
+	nq = cbad_r_count(&r, QUARANTINE_N);
+	for (uint32_t k = 0; k < nq && !r.failed; k++) {
 		d->q_admit[k] = cbad_r_u64(&r);
 		d->q_tmpl[k] = cbad_r_u64(&r);
 		d->q_slot[k] = (uint16_t)(d->q_tmpl[k] % TEMPLATE_SLOTS);
 		d->q_len[k] = cbad_r_count(&r, QUARANTINE_BYTES);
+		d->q_bytes[k] = malloc(d->q_len[k] ? d->q_len[k] : 1);
+		if (!d->q_bytes[k]) {
+			rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
+			goto out_free;
+		}
+		d->qn++;
+		d->q_held += d->q_len[k];
 		cbad_r_bytes(&r, d->q_bytes[k], d->q_len[k]);
 	}
 	if (r.failed || cbad_calib_load(d->ncal, &r) || cbad_drift_load(d->drift, &r))
@@ -767,6 +881,12 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 	if ((cbad_r_u8(&r) != 0) != (d->num != NULL))
 		goto out_corrupt;
 	if (d->num && cbad_numeric_load(d->num, &r))
+		goto out_corrupt;
+	if ((cbad_r_u8(&r) != 0) != (d->text != NULL))
+		goto out_corrupt;
+	if (d->text && cbad_text_load(d->text, &r))
+		goto out_corrupt;
+	if (cbad_archive_load(d->arch, &r))
 		goto out_corrupt;
 	if (r.failed || r.off != r.len)
 		goto out_corrupt;
@@ -785,14 +905,18 @@ void cbad_detector_free(cbad_detector *d)
 {
 	if (!d)
 		return;
+	cbad_text_free(d->text);
+	cbad_archive_free(d->arch);
 	cbad_numeric_free(d->num);
 	cbad_drift_free(d->drift);
 	cbad_calib_free(d->ncal);
 	cbad_novelty_free(d->nov);
+	for (uint32_t k = 0; k < QUARANTINE_N; k++)
+		free(d->q_bytes[k]);
 	free(d->canon);
 	free(d->dict);
 	free(d->blen);
 	free(d->btmpl);
-	free(d->bring);
+	free(d->pend);
 	free(d);
 }

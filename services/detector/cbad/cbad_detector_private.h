@@ -11,7 +11,8 @@
 enum {
 	CBAD_CHANNEL_DRIFT = 1u << 0,   /* window drift */
 	CBAD_CHANNEL_NUMERIC = 1u << 1, /* values, entities, rates (cbad_numeric) */
-	CBAD_CHANNEL_ALL = (1u << 2) - 1,
+	CBAD_CHANNEL_TEXT = 1u << 2,    /* prose fields (cbad_text) */
+	CBAD_CHANNEL_ALL = (1u << 3) - 1,
 };
 
 /* cbad_detector_new with only the novelty channel plus the channels set in channels

@@ -160,6 +160,12 @@ void cbad_explain_sentence(cbad_result *r)
 		else if (e->detail[0])
 			snprintf(ev, sizeof(ev), "; %s", e->detail);
 	}
+	/* A text signal (cbad_text) judges one prose field by its own byte model. */
+	if (r->kind == CBAD_KIND_EVENT && !strncmp(r->signal, "text:", 5)) {
+		snprintf(r->summary, sizeof(r->summary), "The text of field %s is unusual: %s, p=%.2g.",
+			 r->signal + 5, r->nevidence > 0 ? r->evidence[0].detail : "", r->p_value);
+		return;
+	}
 	switch (r->kind) {
 	case CBAD_KIND_EVENT:
 		snprintf(r->summary, sizeof(r->summary),

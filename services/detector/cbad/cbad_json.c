@@ -16,51 +16,74 @@ typedef struct json_ctx {
 	char path[CBAD_FIELD_NAME_MAX];
 } json_ctx;
 
+/* FNV-1a, inlined in the scan (a call per field otherwise: the header's function is the same). */
+static inline uint64_t fnv1a(uint64_t h, const unsigned char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ULL;
+	return h;
+}
+
 uint64_t cbad_json_hash(uint64_t h, const void *p, size_t n)
 {
-	const unsigned char *b = p;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= b[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
+	return fnv1a(h, p, n);
 }
 
 static void skip_ws(json_ctx *c)
 {
-	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-		c->p++;
+	const char *p = c->p;
+
+	while (p < c->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	c->p = p;
 }
 
-/* A string starting at the opening quote; sets s and n to its raw contents. */
+/* Bytes that end the plain run of a string: the closing quote, an escape, a control byte. */
+static const unsigned char str_stop[256] = {
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+};
+
+/* A string starting at the opening quote; sets s and n to its raw contents. The scan runs on
+ * local pointers: through c->p, every byte load could alias the pointer itself (a char load),
+ * so it was stored and reloaded per byte. */
 static int scan_string(json_ctx *c, const char **s, size_t *n, bool *escaped)
 {
-	const char *q;
+	const char *p = c->p, *end = c->end, *q;
+	bool esc = false;
 
-	if (c->p >= c->end || *c->p != '"')
+	if (p >= end || *p != '"')
 		return -EINVAL;
-	q = ++c->p;
-	*escaped = false;
-	while (c->p < c->end) {
-		unsigned char ch = (unsigned char)*c->p;
+	q = ++p;
+	for (;;) {
+		unsigned char ch;
 
+		while (p < end && !str_stop[(unsigned char)*p])
+			p++;
+		if (p >= end)
+			break;
+		ch = (unsigned char)*p;
 		if (ch == '"') {
 			*s = q;
-			*n = (size_t)(c->p - q);
-			c->p++;
+			*n = (size_t)(p - q);
+			*escaped = esc;
+			c->p = p + 1;
 			return 0;
 		}
 		if (ch < 0x20)
-			return -EINVAL;
-		if (ch == '\\') {
-			*escaped = true;
-			if (c->end - c->p < 2)
-				return -EINVAL;
-			c->p++;
-		}
-		c->p++;
+			break;
+		/* a backslash: the escaped byte never ends the string */
+		esc = true;
+		if (end - p < 2)
+			break;
+		p += 2;
 	}
+	*escaped = esc;
+	c->p = p;
 	return -EINVAL;
 }
 
@@ -81,58 +104,59 @@ static double scale10(double m, int e)
  * otherwise (the same bytes always give the same double). */
 static int scan_number(json_ctx *c, double *ret)
 {
+	const char *p = c->p, *end = c->end; /* locals: see scan_string */
 	bool neg = false;
 	uint64_t mant = 0;
 	int digits = 0, e10 = 0;
 	long ex = 0;
 	bool exneg = false;
 
-	if (c->p < c->end && *c->p == '-') {
+	if (p < end && *p == '-') {
 		neg = true;
-		c->p++;
+		p++;
 	}
-	if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+	if (p >= end || *p < '0' || *p > '9')
 		return -EINVAL;
-	if (*c->p == '0') {
-		c->p++;
+	if (*p == '0') {
+		p++;
 	} else {
-		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+		while (p < end && *p >= '0' && *p <= '9') {
 			if (digits < 19) {
-				mant = mant * 10 + (uint64_t)(*c->p - '0');
+				mant = mant * 10 + (uint64_t)(*p - '0');
 				digits++;
 			} else {
 				e10++;
 			}
-			c->p++;
+			p++;
 		}
 	}
-	if (c->p < c->end && *c->p == '.') {
-		c->p++;
-		if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+	if (p < end && *p == '.') {
+		p++;
+		if (p >= end || *p < '0' || *p > '9')
 			return -EINVAL;
-		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
-			if (digits < 19 && !(mant == 0 && *c->p == '0' && digits == 0)) {
-				mant = mant * 10 + (uint64_t)(*c->p - '0');
+		while (p < end && *p >= '0' && *p <= '9') {
+			if (digits < 19 && !(mant == 0 && *p == '0' && digits == 0)) {
+				mant = mant * 10 + (uint64_t)(*p - '0');
 				digits++;
 				e10--;
 			} else if (digits == 0) {
 				e10--; /* leading zeros of a fraction */
 			}
-			c->p++;
+			p++;
 		}
 	}
-	if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
-		c->p++;
-		if (c->p < c->end && (*c->p == '+' || *c->p == '-')) {
-			exneg = *c->p == '-';
-			c->p++;
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-')) {
+			exneg = *p == '-';
+			p++;
 		}
-		if (c->p >= c->end || *c->p < '0' || *c->p > '9')
+		if (p >= end || *p < '0' || *p > '9')
 			return -EINVAL;
-		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+		while (p < end && *p >= '0' && *p <= '9') {
 			if (ex < 100000)
-				ex = ex * 10 + (*c->p - '0');
-			c->p++;
+				ex = ex * 10 + (*p - '0');
+			p++;
 		}
 	}
 	if (exneg)
@@ -145,6 +169,7 @@ static int scan_number(json_ctx *c, double *ret)
 	*ret = mant == 0 ? 0.0 : scale10((double)mant, (int)ex);
 	if (neg)
 		*ret = -*ret;
+	c->p = p;
 	return 0;
 }
 
@@ -166,9 +191,15 @@ static void store(json_ctx *c, size_t plen, cbad_json_type t, double num, const 
 	if (c->n >= c->max || plen == 0)
 		return;
 	f = &c->out[c->n++];
-	memcpy(f->path, c->path, plen);
+	/* Most paths are short: a fixed 16-byte move (both arrays are larger) instead of a call;
+	 * the bytes past the terminator are the context's, not the caller's. */
+	_Static_assert(sizeof(f->path) >= 16 && sizeof(c->path) >= 16, "path arrays too small");
+	if (plen < 16)
+		memcpy(f->path, c->path, 16);
+	else
+		memcpy(f->path, c->path, plen);
 	f->path[plen] = '\0';
-	f->path_hash = cbad_json_hash(CBAD_JSON_HASH_INIT, c->path, plen);
+	f->path_hash = fnv1a(CBAD_JSON_HASH_INIT, (const unsigned char *)c->path, plen);
 	f->type = t;
 	f->escaped = escaped;
 	f->num = num;

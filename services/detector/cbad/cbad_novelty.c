@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* cbad_novelty: what an event costs in bits given a zstd dictionary digested from the baseline. */
 #define ZSTD_STATIC_LINKING_ONLY
+/* ZSTD_compress_usingCDict_advanced is marked deprecated in favour of compress2 + refCDict,
+ * which gives the same frame but resolves every parameter again on each call. */
+#define ZSTD_DISABLE_DEPRECATE_WARNINGS
 #include "services/detector/cbad/cbad_novelty.h"
 
 #include <errno.h>
@@ -17,26 +20,23 @@
  * skips the coder. The table is cleared whenever the dictionary changes. */
 #define MEMO_SLOTS 512u
 
-typedef struct memo_slot {
-	uint64_t key; /* 0: empty */
-	uint32_t bytes; /* compressed size */
-} memo_slot;
-
 struct cbad_novelty {
 	int level;
 	size_t max_dict;
 	ZSTD_CCtx *cctx;
 	ZSTD_CDict *cdict;
 	ZSTD_compressionParameters cp;
+	ZSTD_frameParameters fp; /* of a frame coded with the dictionary */
 	size_t overhead_dict, overhead_alone; /* compressed size of an empty input */
-	bool attached;
 	size_t scratch_cap;
 	unsigned char *scratch;
-	memo_slot memo[MEMO_SLOTS];
+	/* Two arrays rather than 16-byte slots (12 B a slot instead of 16 with padding). */
+	uint64_t memo_key[MEMO_SLOTS]; /* 0: empty */
+	uint32_t memo_bytes[MEMO_SLOTS]; /* compressed size */
 };
 
 /* A word-at-a-time hash of src[0..len) mixed with its length; never 0. */
-static uint64_t memo_key(const void *src, size_t len)
+static uint64_t memo_hash(const void *src, size_t len)
 {
 	const unsigned char *p = src;
 	uint64_t h = 0x9e3779b97f4a7c15ull ^ len, w;
@@ -53,20 +53,10 @@ static uint64_t memo_key(const void *src, size_t len)
 	return h ? h : 1;
 }
 
-/* The CCtx is either attached to the CDict or not; switching costs one call. */
-static void attach(cbad_novelty *n, bool dict)
-{
-	if (n->attached == dict)
-		return;
-	ZSTD_CCtx_refCDict(n->cctx, dict ? n->cdict : NULL);
-	n->attached = dict;
-}
-
 static size_t compress_alone(cbad_novelty *n, const void *src, size_t len)
 {
 	size_t r;
 
-	attach(n, false);
 	r = ZSTD_compress2(n->cctx, n->scratch, n->scratch_cap, src, len);
 	return ZSTD_isError(r) ? len + 16 : r;
 }
@@ -77,10 +67,10 @@ static size_t compress_dict(cbad_novelty *n, const void *src, size_t len)
 
 	if (!n->cdict)
 		return compress_alone(n, src, len);
-	/* The direct call skips compress2's per-call parameter resolution (a third of the cost
-	 * of a 200-byte event); the frame is the same: no content size, checksum or dict id. */
-	attach(n, true);
-	r = ZSTD_compress2(n->cctx, n->scratch, n->scratch_cap, src, len);
+	/* The direct call skips compress2's per-call parameter resolution; the frame is the
+	 * same: no content size, checksum or dict id, the CDict's parameters. */
+	r = ZSTD_compress_usingCDict_advanced(n->cctx, n->scratch, n->scratch_cap, src, len,
+					      n->cdict, n->fp);
 	return ZSTD_isError(r) ? len + 16 : r;
 }
 
@@ -116,6 +106,7 @@ int cbad_novelty_new(int level, size_t max_dict, cbad_novelty **ret)
 	n->cp.minMatch = 4;
 	n->cp.strategy = level >= 3 ? ZSTD_dfast : ZSTD_fast;
 	n->cp.targetLength = 0;
+	n->fp = (ZSTD_frameParameters){.contentSizeFlag = 0, .checksumFlag = 0, .noDictIDFlag = 1};
 	n->cctx = ZSTD_createCCtx();
 	if (!n->cctx || ensure_scratch(n, 4096) ||
 	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_contentSizeFlag, 0)) ||
@@ -144,10 +135,9 @@ int cbad_novelty_rebuild(cbad_novelty *n, const void *dict, size_t len)
 	if (len > n->max_dict)
 		dict = (const char *)dict + (len - n->max_dict), len = n->max_dict;
 	if (len == 0) {
-		attach(n, false);
 		ZSTD_freeCDict(n->cdict);
 		n->cdict = NULL;
-		memset(n->memo, 0, sizeof(n->memo));
+		memset(n->memo_key, 0, sizeof(n->memo_key));
 		n->overhead_dict = n->overhead_alone;
 		return 0;
 	}
@@ -155,28 +145,27 @@ int cbad_novelty_rebuild(cbad_novelty *n, const void *dict, size_t len)
 				       ZSTD_defaultCMem);
 	if (!cd)
 		return -ENOMEM;
-	attach(n, false);
 	ZSTD_freeCDict(n->cdict);
 	n->cdict = cd;
-	memset(n->memo, 0, sizeof(n->memo));
+	memset(n->memo_key, 0, sizeof(n->memo_key));
 	n->overhead_dict = compress_dict(n, "", 0);
 	return 0;
 }
 
 double cbad_novelty_bits(cbad_novelty *n, const void *src, size_t len)
 {
-	uint64_t key = memo_key(src, len);
-	memo_slot *m = &n->memo[key % MEMO_SLOTS];
+	uint64_t key = memo_hash(src, len);
+	uint32_t slot = (uint32_t)(key % MEMO_SLOTS);
 	size_t c;
 
-	if (m->key == key) {
-		c = m->bytes;
+	if (n->memo_key[slot] == key) {
+		c = n->memo_bytes[slot];
 	} else {
 		if (ensure_scratch(n, len))
 			return 8.0 * (double)len;
 		c = compress_dict(n, src, len);
-		m->key = key;
-		m->bytes = (uint32_t)c;
+		n->memo_key[slot] = key;
+		n->memo_bytes[slot] = (uint32_t)c;
 	}
 	return 8.0 * (double)(c > n->overhead_dict ? c - n->overhead_dict : 0);
 }

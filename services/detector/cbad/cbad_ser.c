@@ -90,10 +90,12 @@ bool cbad_r_bytes(cbad_reader *r, void *out, size_t n)
 {
 	if (r->failed || n > r->len - r->off) {
 		r->failed = true;
-		memset(out, 0, n);
+		if (n)
+			memset(out, 0, n);
 		return false;
 	}
-	memcpy(out, r->p + r->off, n);
+	if (n) /* out may be NULL for an empty section */
+		memcpy(out, r->p + r->off, n);
 	r->off += n;
 	return true;
 }
