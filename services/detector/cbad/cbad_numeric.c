@@ -65,7 +65,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x414d554eu    /* "NUMA": daily shapes; rate shares without a double decay */
+#define STATE_TAG 0x434d554eu    /* "NUMC": a rate kind's lasting share (2048 events) */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
