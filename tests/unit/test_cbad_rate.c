@@ -63,6 +63,110 @@ START_TEST(test_burst)
 }
 END_TEST
 
+/* The shares are exact from the stream's first events: a kind that is every event reads a share
+ * of 1 (the lazy decay once counted the step of each occurrence twice: 0.508), and a young
+ * stream's long share is divided by the weight its first events have (it starts at 0), so the
+ * only kind of a stream never drifts like a slow burst. */
+START_TEST(test_share_exact)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double st_first = -1;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 9000; i++) {
+		feed(r, "only", &b, &d);
+		if (!b.valid)
+			continue;
+		ck_assert_double_eq_tol(b.observed, CBAD_RATE_SHORT + 1.0, 0.02);
+		ck_assert_double_eq_tol(b.expected, CBAD_RATE_SHORT, 0.01);
+		if (st_first < 0)
+			st_first = b.stat;
+		ck_assert_double_eq_tol(b.stat, st_first, 1e-3);
+		ck_assert_double_gt(b.p_value, 0.01);
+	}
+	ck_assert(st_first >= 0);
+	cbad_rate_free(r);
+
+	/* one kind in four, in turn: about 8 of every 32 events, early and late */
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 9000; i++) {
+		feed(r, i % 4 == 0 ? "quarter" : (i % 4 == 1 ? "b" : (i % 4 == 2 ? "cc" : "ddd")), &b,
+		     &d);
+		if ((i == 1000 || i == 8000) && b.valid && !strcmp(b.label, "quarter"))
+			ck_assert_double_eq_tol(b.expected, CBAD_RATE_SHORT / 4.0, 0.3);
+		if (i == 1000 || i == 8000)
+			ck_assert(b.valid);
+	}
+	cbad_rate_free(r);
+}
+END_TEST
+
+/* The public EW helpers (an entity's shares in cbad_entity) read exact shares too: something
+ * at every event is observed 33 times in 32 events plus this one, against 32 expected (decayed
+ * over now - last as well as by the learn, it read 17 of 33). */
+START_TEST(test_ew_helpers_exact)
+{
+	cbad_rate_ew e = {0};
+	double obs, ex;
+
+	for (uint64_t now = 0; now < 9000; now++) {
+		if (now >= 300) {
+			(void)cbad_rate_ew_burst(&e, now, CBAD_RATE_SHORT, CBAD_RATE_LONG,
+						 1.0 / CBAD_RATE_LONG, &obs, &ex);
+			ck_assert_double_eq_tol(obs, CBAD_RATE_SHORT + 1.0, 0.02);
+			ck_assert_double_eq_tol(ex, CBAD_RATE_SHORT, 0.02);
+		}
+		cbad_rate_ew_learn(&e, now, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+	}
+	/* every other event: 16 of 32 */
+	memset(&e, 0, sizeof(e));
+	for (uint64_t now = 0; now < 9000; now += 2) {
+		if (now >= 300) {
+			(void)cbad_rate_ew_burst(&e, now, CBAD_RATE_SHORT, CBAD_RATE_LONG,
+						 1.0 / CBAD_RATE_LONG, &obs, &ex);
+			ck_assert_double_eq_tol(obs, CBAD_RATE_SHORT / 2.0 + 1.0, 0.3);
+			ck_assert_double_eq_tol(ex, CBAD_RATE_SHORT / 2.0, 0.3);
+		}
+		cbad_rate_ew_learn(&e, now, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+	}
+}
+END_TEST
+
+/* A lasting change of the mix (a kind replaced for good by a new one, as when a field is
+ * renamed) is a burst at first and the new normal after about CBAD_RATE_LASTING events: the
+ * new kind's expected count then comes from its share over the last CBAD_RATE_LASTING events,
+ * not from the long memory that still holds the ~4000 events before it appeared. */
+START_TEST(test_lasting_change)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double pmin = 1, exsum = 0;
+	int nex = 0;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 6000; i++)
+		feed(r, u01() < 0.1 ? "old" : "ok", &b, &d);
+	for (int i = 0; i < 3000; i++) {
+		feed(r, u01() < 0.1 ? "new" : "ok", &b, &d);
+		if (!b.valid || strcmp(b.label, "new"))
+			continue;
+		if (i < 64 && b.p_value < pmin)
+			pmin = b.p_value;
+		if (i >= 2000 && i < 2200) {
+			exsum += b.expected;
+			nex++;
+		}
+	}
+	ck_assert_double_lt(pmin, 1e-3);
+	ck_assert_int_gt(nex, 5);
+	/* 3.2 of 32 at the new share; the long share alone gives 3.2 x (1 - e^(-2100/4096)) = 1.3,
+	 * the last 2048 events 3.2 x (1 - e^(-2100/2048)) = 2.0 */
+	ck_assert_double_gt(exsum / nex, 1.8);
+	cbad_rate_free(r);
+}
+END_TEST
+
 /* Events that are judged but not learned (the detector found them strange) still count in the
  * windows: a burst made only of such events is found, while the calibration is not taught. */
 START_TEST(test_burst_unlearned)
@@ -273,6 +377,9 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_poisson_by_hand);
 	tcase_add_test(tc, test_burst);
+	tcase_add_test(tc, test_share_exact);
+	tcase_add_test(tc, test_ew_helpers_exact);
+	tcase_add_test(tc, test_lasting_change);
 	tcase_add_test(tc, test_burst_unlearned);
 	tcase_add_test(tc, test_long_burst);
 	tcase_add_test(tc, test_calib_learn);

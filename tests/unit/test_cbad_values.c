@@ -364,6 +364,64 @@ START_TEST(test_level)
 }
 END_TEST
 
+/* The daily shape: a value that is ordinary for the day but not for its time of day (the
+ * peak's height at the trough's hour) is rare for the seasonal residual, not for the level. */
+START_TEST(test_season)
+{
+	cbad_values_season s, s2;
+	cbad_values_level l;
+	cbad_writer w = {0};
+	cbad_reader r;
+	const int64_t step = 5 * 60 * 1000, t0 = 1396310400000LL; /* 2014-04-01, 5-minute rows */
+	unsigned low = 0, judged = 0;
+	int64_t ts = t0;
+	int slot;
+	double st, p_season, p_level;
+
+	ck_assert_int_eq(cbad_values_season_slot(0), -1);
+	ck_assert_int_eq(cbad_values_season_slot(t0), 0);
+	ck_assert_int_eq(cbad_values_season_slot(t0 + 86400000LL - 1), CBAD_SEASON_SLOTS - 1);
+	cbad_values_season_init(&s);
+	cbad_values_level_init(&l);
+	ck_assert(!cbad_values_season_ready(&s, 0));
+	for (int i = 0; i < 288 * 14; i++, ts += step) {
+		double x = 10 + 5 * sin(2 * M_PI * (double)(i % 288) / 288.0) + 0.5 * gauss();
+
+		slot = cbad_values_season_slot(ts);
+		st = cbad_values_season_stat(&s, slot, x, 0);
+		if (cbad_values_season_ready(&s, slot) && s.resid.cal.seen >= CBAD_LEVEL_MIN_CAL &&
+		    i >= 288 * 4) {
+			judged++;
+			low += cbad_values_season_p(&s, st) < 1e-3;
+		}
+		cbad_values_season_learn(&s, slot, x, st, 0);
+		cbad_values_level_learn(&l, x, cbad_values_level_stat(&l, x, 0));
+	}
+	ck_assert_uint_gt(judged, 288 * 9);
+	ck_assert_uint_le(low, judged / 300);
+	/* 6 hours into the day (the usual peak, 15) at 18 hours (the usual trough, 5) */
+	ts = t0 + 14 * 86400000LL + 18 * 3600000LL;
+	slot = cbad_values_season_slot(ts);
+	ck_assert(cbad_values_season_ready(&s, slot));
+	p_season = cbad_values_season_p(&s, cbad_values_season_stat(&s, slot, 15.0, 0));
+	p_level = cbad_values_level_p(&l, cbad_values_level_stat(&l, 15.0, 0));
+	ck_assert_double_lt(p_season, 1e-3);
+	ck_assert_double_gt(p_level, 0.01);
+	/* the usual value of the slot is ordinary */
+	ck_assert_double_gt(cbad_values_season_p(&s, cbad_values_season_stat(&s, slot, 5.0, 0)),
+			    0.1);
+
+	cbad_values_season_save(&s, &w);
+	ck_assert(!w.failed);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_values_season_load(&s2, &r), 0);
+	ck_assert(memcmp(&s, &s2, sizeof(s)) == 0);
+	cbad_reader_init(&r, w.buf, 100);
+	ck_assert_int_eq(cbad_values_season_load(&s2, &r), -EINVAL);
+	cbad_writer_free(&w);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("cbad_values");
@@ -380,6 +438,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_runs);
 	tcase_add_test(tc, test_state);
 	tcase_add_test(tc, test_level);
+	tcase_add_test(tc, test_season);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -289,7 +289,8 @@ static double ent_burst(const ent *x, uint64_t now, double prior, double *ret_ob
 {
 	const double ws = CBAD_ENTITY_RATE_SHORT, wr = CBAD_ENTITY_RATE_BEFORE;
 	const double wl = CBAD_RATE_LONG;
-	uint64_t dt = now > x->ew.last ? now - x->ew.last : 0;
+	/* the events between the last occurrence and this one: its learn decayed once already */
+	uint64_t dt = now > x->ew.last ? now - x->ew.last - 1 : 0;
 	double cs = (double)x->ew.s_short * ew_decay(ws, dt) * ws;
 	double cr = (double)x->ew.s_aux * ew_decay(wr, dt) * wr;
 	double cl = (double)x->ew.s_long * ew_decay(wl, dt) * wl;
@@ -306,7 +307,7 @@ static double ent_burst(const ent *x, uint64_t now, double prior, double *ret_ob
 static void ent_count(ent *x, uint64_t now)
 {
 	const double wr = CBAD_ENTITY_RATE_BEFORE;
-	uint64_t dt = now > x->ew.last ? now - x->ew.last : 0;
+	uint64_t dt = now > x->ew.last ? now - x->ew.last - 1 : 0;
 	double r = (double)x->ew.s_aux * ew_decay(wr, dt);
 
 	/* before the EW shares learn: they move ew.last */

@@ -15,11 +15,11 @@
 
 /*
  * Per event: the JSON fields are scanned once (cbad_json). Numeric fields feed the stream's
- * value models (spike, level shift, flatline, long-run level); entity fields route the event
- * to that entity's own models, long-run levels, hour profile and rate (cbad_entity; its level
- * steps and hours are calibrated on their own, beside the entity kind); the event's template and
- * the values of its low-cardinality fields are the kinds whose bursts and drops cbad_rate
- * tests.
+ * value models (spike, level shift, flatline, long-run level, daily shape); entity fields
+ * route the event to that entity's own models, long-run levels, hour profile and rate
+ * (cbad_entity; its level steps and hours are calibrated on their own, beside the entity
+ * kind); the event's template and the values of its low-cardinality fields are the kinds
+ * whose bursts and drops cbad_rate tests.
  *
  * Every test gives a conformal p-value on its own history. Within a channel kind (value,
  * entity, rate) the event's two smallest p-values are combined (the sum of their -log10) and
@@ -66,7 +66,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x424d554eu    /* "NUMB": entities' and contexts' long-run levels */
+#define STATE_TAG 0x444d554eu    /* "NUMD": entity levels, daily shapes, lasting shares */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -95,6 +95,7 @@ typedef struct vfield {
 	cbad_values_calib spike, shift;
 	cbad_values_runs runs;
 	cbad_values_level level;
+	cbad_values_season season;
 } vfield;
 
 typedef struct hval {
@@ -125,7 +126,7 @@ typedef struct cand {
 } cand;
 
 enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT, W_PAIR,
-       W_LEVEL, W_ELEVEL };
+       W_LEVEL, W_ELEVEL, W_SEASON };
 /* tests whose p-value is calibrated on its own and bypasses the kind's rank calibration: a new
  * pair's rate (the stream's level test, tried that way, flagged 4x more rows on NAB than
  * through the kind); an entity's or a context's level step, and an entity's hour of day, each
@@ -134,6 +135,10 @@ enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W
  * stepping 6-13 sigma got kind p 3e-4..2e-3), and the hour's p swung with whichever other
  * entity test the event had (a night session's events: kind p 3e-4..1e-2) */
 #define SELF_CALIBRATED(w) ((w) == W_PAIR || (w) == W_ELEVEL || (w) == W_EHOUR)
+/* tests that judge a value against the field's long history (its long-run level, its daily
+ * shape), not against its last few values: one of them and one short-run test of the same
+ * field (spike, step, flatline) ask different questions, so both may count in the kind */
+#define LONG_RUN(w) ((w) == W_LEVEL || (w) == W_SEASON)
 
 /* A pair of low-cardinality fields: how often lately its value pair was one never seen. */
 typedef struct pf_pair {
@@ -295,6 +300,7 @@ static vfield *vfield_add(cbad_numeric *n, const char *name, uint64_t hash)
 	cbad_values_calib_init(&f->shift);
 	cbad_values_runs_init(&f->runs);
 	cbad_values_level_init(&f->level);
+	cbad_values_season_init(&f->season);
 	return f;
 }
 
@@ -779,6 +785,9 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 	case W_ELEVEL:
 		join4(out, cap, "level:", ef, sep, vf);
 		break;
+	case W_SEASON:
+		join4(out, cap, "season:", vf, NULL, NULL);
+		break;
 	case W_EHOUR:
 		join4(out, cap, "hour:", ef, NULL, NULL);
 		break;
@@ -827,6 +836,10 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 	case W_ELEVEL:
 		snprintf(out, cap, "%s%s%s %.6g is outside its long-run range %.6g..%.6g (mean %.6g)",
 			 who, who[0] ? ": " : "", vf, c->value, c->lo, c->hi, c->med);
+		break;
+	case W_SEASON:
+		snprintf(out, cap, "%s %.6g is off its daily %.6g..%.6g (mean %.6g)", vf,
+			 c->value, c->lo, c->hi, c->med);
 		break;
 	case W_EHOUR:
 		snprintf(out, cap, hours_fmt, who, c->value, c->lo, c->hi, c->med);
@@ -918,13 +931,15 @@ static cand *push(cand *cs, size_t *nc, uint8_t kind, uint8_t what, int field, i
 	return c;
 }
 
-static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf, bool learn,
-			   cand *cs, size_t *nc, double *evals)
+static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf, int64_t ts_ms,
+			   bool learn, cand *cs, size_t *nc, double *evals)
 {
+	int slot = cbad_values_season_slot(ts_ms);
+
 	for (size_t i = 0; i < nf; i++) {
 		vfield *v;
 		cbad_values_judgement j;
-		double x = f[i].num, zp = 1, sp = 1, lst = 0;
+		double x = f[i].num, zp = 1, sp = 1, lst = 0, sst = 0;
 		bool judged = false;
 
 		if (f[i].type != CBAD_JSON_NUMBER || !isfinite(x))
@@ -983,9 +998,28 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 				c->hi = v->level.mu + 2 * sd;
 			}
 		}
+		/* the daily shape: is x off the series' usual value at this time of day? */
+		sst = cbad_values_season_stat(&v->season, slot, x, (double)v->m.res);
+		if (cbad_values_season_ready(&v->season, slot) &&
+		    v->season.resid.cal.seen >= CBAD_LEVEL_MIN_CAL) {
+			cand *c = push(cs, nc, K_VALUE, W_SEASON, (int)(v - n->v), -1);
+
+			if (c) {
+				double mid = (double)v->season.mean[slot] + v->season.resid.mu;
+				double sd = v->season.resid.var > 0 ? sqrt(v->season.resid.var) : 0;
+
+				c->p = cbad_values_season_p(&v->season, sst);
+				c->stat = sst;
+				c->value = x;
+				c->lo = mid - 2 * sd;
+				c->med = mid;
+				c->hi = mid + 2 * sd;
+			}
+		}
 		if (!learn)
 			continue;
 		cbad_values_level_learn(&v->level, x, lst);
+		cbad_values_season_learn(&v->season, slot, x, sst, (double)v->m.res);
 		if (judged) {
 			cbad_values_calib_learn(&v->spike, j.z, zp);
 			cbad_values_calib_learn(&v->shift, j.shift, sp);
@@ -1520,7 +1554,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	for (size_t i = 0; i < CBAD_MAX_VALUE_FIELDS; i++)
 		evals[i] = NAN;
 
-	observe_values(n, f, (size_t)nf, learn, cs, &nc, evals);
+	observe_values(n, f, (size_t)nf, ev->ts_ms, learn, cs, &nc, evals);
 	if (n->decided)
 		observe_entities(n, f, (size_t)nf, ev, learn, evals, cs, &nc, &nweak, &nlevel);
 	observe_rates(n, f, (size_t)nf, ev, learn, cs, &nc);
@@ -1558,13 +1592,16 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	}
 	/* a field counts once: the spike, step and flatline tests of one field (of one entity)
 	 * read the same few values, so the second p-value must come from another field or test
-	 * (measured: spike and step of a host step summed to the normal tail, p ~1e-3) */
+	 * (measured: spike and step of a host step summed to the normal tail, p ~1e-3); a
+	 * long-run test (LONG_RUN) and a short-run one of the field are two questions, a routine
+	 * daily spike (spike p 1e-9, level p 0.1) and one past all history (both small) differ */
 	for (size_t i = 0; i < nc; i++) {
 		int b = kbest[cs[i].kind];
 
 		if ((int)i == b || cs[i].p >= kmin2[cs[i].kind] || SELF_CALIBRATED(cs[i].what))
 			continue;
-		if (cs[i].field >= 0 && cs[i].field == cs[b].field && cs[i].ent == cs[b].ent)
+		if (cs[i].field >= 0 && cs[i].field == cs[b].field && cs[i].ent == cs[b].ent &&
+		    LONG_RUN(cs[i].what) == LONG_RUN(cs[b].what))
 			continue;
 		kmin2[cs[i].kind] = cs[i].p;
 	}
@@ -1685,6 +1722,7 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 		cbad_values_calib_save(&n->v[i].shift, w);
 		cbad_values_runs_save(&n->v[i].runs, w);
 		cbad_values_level_save(&n->v[i].level, w);
+		cbad_values_season_save(&n->v[i].season, w);
 	}
 	for (int k = 0; k < NK; k++)
 		cbad_values_lcalib_save(&n->kind_cal[k], w);
@@ -1801,7 +1839,8 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 		if (cbad_values_calib_load(&v->spike, r) < 0 || cbad_values_calib_load(&v->shift, r) < 0)
 			return -EINVAL;
 		cbad_values_runs_load(&v->runs, r);
-		if (cbad_values_level_load(&v->level, r) < 0)
+		if (cbad_values_level_load(&v->level, r) < 0 ||
+		    cbad_values_season_load(&v->season, r) < 0)
 			return -EINVAL;
 	}
 	for (int k = 0; k < NK; k++)

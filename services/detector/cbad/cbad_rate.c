@@ -137,12 +137,12 @@ static double decay(double w, uint64_t dt)
  * rate test). */
 typedef struct ew_decays {
 	double s, m, l;
+	double a; /* of the lasting share (s_aux), in the kinds table only */
 } ew_decays;
 
-static ew_decays decays(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
+static ew_decays decays_dt(uint64_t dt, double w_short, double w_long)
 {
-	uint64_t dt = now > e->last ? now - e->last : 0;
-	ew_decays d = {1.0, 1.0, 1.0};
+	ew_decays d = {1.0, 1.0, 1.0, 1.0};
 
 	if (dt > 0) {
 		d.s = decay(w_short, dt);
@@ -152,14 +152,54 @@ static ew_decays decays(const cbad_rate_ew *e, uint64_t now, double w_short, dou
 	return d;
 }
 
+/* A kind's shares at stream index now, before this event: decayed by the events between the
+ * last occurrence and this one only. Learning an occurrence decays once more
+ * (s + (1 - s) / w), so decaying by now - last as well counted every step twice for a kind
+ * seen at consecutive events: a kind making up every event read as a share of 0.508. The
+ * public helpers (an entity's shares in cbad_entity) decay the same way. */
+static ew_decays decays_idle(const cbad_rate_ew *e, uint64_t now, double w_short,
+			     double w_long)
+{
+	return decays_dt(now > e->last ? now - e->last - 1 : 0, w_short, w_long);
+}
+
+/* The total weight an EW over w events has given the stream's first t events: 1 - (1 - 1/w)^t.
+ * Every share starts at 0 with the stream, so for the first few w events it is the mean of the
+ * events seen times this weight; dividing by it (as Adam corrects its moments) gives the mean
+ * itself. A kind first seen mid-stream is still divided by the stream's weight, not its own:
+ * its share was truly 0 before it appeared. */
+static double warm_weight(double w, uint64_t t)
+{
+	if (t == 0)
+		return 1.0;
+	if ((double)t > 64.0 * w)
+		return 1.0;
+	return -expm1((double)t * log1p(-1.0 / w));
+}
+
+/* The warm-up weights of the burst test's windows at stream age t. */
+typedef struct ew_warm {
+	double s, l;
+	double a; /* of the lasting share, in the kinds table only */
+} ew_warm;
+
+static ew_warm warm(uint64_t t, double w_short, double w_long)
+{
+	ew_warm m = {warm_weight(w_short, t), warm_weight(w_long, t), 1.0};
+
+	return m;
+}
+
 /* The kind's share before the recent window: the long count less the recent one. Compared with
  * the long share itself, a burst does not raise its own baseline while it lasts (a kind going
- * from 0 to 5 in 32 events would otherwise expect 0.16 of them after 20 events, not 0.008). */
-static double share_before(const cbad_rate_ew *e, const ew_decays *d, double w_short,
-			   double w_long, double prior)
+ * from 0 to 5 in 32 events would otherwise expect 0.16 of them after 20 events, not 0.008).
+ * Both counts are bias-corrected for the stream's age (warm_weight): uncorrected, the only
+ * template of a young stream looked like a slow burst for its first 4096 events. */
+static double share_before(const cbad_rate_ew *e, const ew_decays *d, const ew_warm *m,
+			   double w_short, double w_long, double prior)
 {
-	double cl = (double)e->s_long * d->l * w_long;
-	double cs = (double)e->s_short * d->s * w_short;
+	double cl = (double)e->s_long * d->l * w_long / m->l;
+	double cs = (double)e->s_short * d->s * w_short / m->s;
 	double share = (cl - cs) / (w_long - w_short);
 
 	return share < prior ? prior : share;
@@ -168,9 +208,10 @@ static double share_before(const cbad_rate_ew *e, const ew_decays *d, double w_s
 double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
 			  double prior, double *ret_observed, double *ret_expected)
 {
-	ew_decays d = decays(e, now, w_short, w_long);
+	ew_decays d = decays_idle(e, now, w_short, w_long);
+	ew_warm m = warm(now, w_short, w_long);
 	double obs = (double)e->s_short * d.s * w_short + 1.0;
-	double share = share_before(e, &d, w_short, w_long, prior);
+	double share = share_before(e, &d, &m, w_short, w_long, prior);
 	double lam;
 
 	lam = share * w_short;
@@ -179,12 +220,35 @@ double cbad_rate_ew_burst(const cbad_rate_ew *e, uint64_t now, double w_short, d
 	return -cbad_rate_log10_upper(obs, lam);
 }
 
-static double ew_excess(const cbad_rate_ew *e, const ew_decays *d, double w_short,
-			double w_long, double prior, double *ret_observed, double *ret_expected)
+/* The kinds table's baseline: the higher of the share before the recent window over the long
+ * memory (share_before) and over the last CBAD_RATE_LASTING events only (s_aux). A burst is
+ * short; a kind whose excess has lasted that long has changed the stream's mix (a field
+ * renamed for good, its templates replaced by new ones). Judged against the long memory alone,
+ * a new template making up a tenth of the events read as a burst for ~1500 events and an
+ * old one as a drop for ~6000, and those statistics, learned once the calibrators' skip
+ * budget was spent, raised the rate kind's bar for the bursts that followed. An excess over
+ * CBAD_RATE_LASTING events still reads as a burst until it has lasted a good part of them
+ * (a burst of one event in eight over 1400 events: expected 0.5 of 32 at its end). */
+static double share_lasting(const cbad_rate_ew *e, const ew_decays *d, const ew_warm *m,
+			    double w_short, double share)
+{
+	const double wa = CBAD_RATE_LASTING;
+	double ca = (double)e->s_aux * d->a * wa / m->a;
+	double cs = (double)e->s_short * d->s * w_short / m->s;
+	double sa = (ca - cs) / (wa - w_short);
+
+	return sa > share ? sa : share;
+}
+
+static double ew_excess(const cbad_rate_ew *e, const ew_decays *d, const ew_warm *m,
+			double w_short, double w_long, double prior, bool lasting,
+			double *ret_observed, double *ret_expected)
 {
 	double obs = (double)e->s_short * d->s * w_short + 1.0;
-	double share = share_before(e, d, w_short, w_long, prior);
+	double share = share_before(e, d, m, w_short, w_long, prior);
 
+	if (lasting)
+		share = share_lasting(e, d, m, w_short, share);
 	*ret_observed = obs;
 	*ret_expected = share * w_short;
 	return (obs - *ret_expected) / sqrt(*ret_expected + 0.25);
@@ -193,9 +257,10 @@ static double ew_excess(const cbad_rate_ew *e, const ew_decays *d, double w_shor
 double cbad_rate_ew_excess(const cbad_rate_ew *e, uint64_t now, double w_short, double w_long,
 			   double prior, double *ret_observed, double *ret_expected)
 {
-	ew_decays d = decays(e, now, w_short, w_long);
+	ew_decays d = decays_idle(e, now, w_short, w_long);
+	ew_warm m = warm(now, w_short, w_long);
 
-	return ew_excess(e, &d, w_short, w_long, prior, ret_observed, ret_expected);
+	return ew_excess(e, &d, &m, w_short, w_long, prior, false, ret_observed, ret_expected);
 }
 
 static void ew_learn(cbad_rate_ew *e, const ew_decays *d, uint64_t now, double w_short,
@@ -213,7 +278,7 @@ static void ew_learn(cbad_rate_ew *e, const ew_decays *d, uint64_t now, double w
 
 void cbad_rate_ew_learn(cbad_rate_ew *e, uint64_t now, double w_short, double w_long)
 {
-	ew_decays d = decays(e, now, w_short, w_long);
+	ew_decays d = decays_idle(e, now, w_short, w_long);
 
 	ew_learn(e, &d, now, w_short, w_long);
 }
@@ -325,6 +390,9 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 	rate_kind *dk;
 	bool ready = r->t >= MIN_EVENTS;
 	bool deligible = false; /* the drop test applies to this event's kind in turn */
+	ew_warm wm = warm(r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+
+	wm.a = warm_weight(CBAD_RATE_LASTING, r->t);
 
 	verdict_clear(burst);
 	verdict_clear(drop);
@@ -343,8 +411,11 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 				copy_label(r->labels[k - r->kinds], keys[i].label, keys[i].label_len);
 		}
 		/* a cheap standardised excess picks the kind; its exact tail is computed once */
-		dk_ = decays(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
-		s = ew_excess(&k->ew, &dk_, CBAD_RATE_SHORT, CBAD_RATE_LONG, prior, &obs, &ex);
+		dk_ = decays_idle(&k->ew, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
+		if (r->t > k->ew.last + 1)
+			dk_.a = decay(CBAD_RATE_LASTING, r->t - k->ew.last - 1);
+		s = ew_excess(&k->ew, &dk_, &wm, CBAD_RATE_SHORT, CBAD_RATE_LONG, prior, true,
+			      &obs, &ex);
 		if (!bk || s > best) {
 			best = s;
 			bk = true;
@@ -353,6 +424,11 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 			bexp = ex;
 		}
 		/* counted even when not learned: a burst of strange events must add up */
+		{
+			double a = (double)k->ew.s_aux * dk_.a;
+
+			k->ew.s_aux = (float)(a + (1.0 - a) / CBAD_RATE_LASTING);
+		}
 		ew_learn(&k->ew, &dk_, r->t, CBAD_RATE_SHORT, CBAD_RATE_LONG);
 		k->seen = r->t;
 	}
@@ -374,9 +450,11 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 	/* drop: one remembered kind per event, in turn */
 	dk = &r->kinds[r->rr % NKINDS];
 	if (dk->key != 0) {
-		uint64_t dt = r->t > dk->ew.last ? r->t - dk->ew.last : 0;
-		double lam = (double)dk->ew.s_long * decay(CBAD_RATE_LONG, dt) * CBAD_RATE_MID;
-		double obs = (double)dk->ew.s_mid * decay(CBAD_RATE_MID, dt) * CBAD_RATE_MID;
+		uint64_t dt = r->t > dk->ew.last ? r->t - dk->ew.last - 1 : 0;
+		double lam = (double)dk->ew.s_long * decay(CBAD_RATE_LONG, dt) * CBAD_RATE_MID /
+			     wm.l;
+		double obs = (double)dk->ew.s_mid * decay(CBAD_RATE_MID, dt) * CBAD_RATE_MID /
+			     warm_weight(CBAD_RATE_MID, r->t);
 
 		deligible = lam >= DROP_MIN_EXPECTED;
 		if (deligible)
@@ -416,7 +494,7 @@ void cbad_rate_save(const cbad_rate *r, cbad_writer *w)
 	cbad_w_u32(w, used);
 	for (uint32_t i = 0; i < NKINDS; i++) {
 		const rate_kind *k = &r->kinds[i];
-		float f[3] = {k->ew.s_short, k->ew.s_mid, k->ew.s_long};
+		float f[4] = {k->ew.s_short, k->ew.s_mid, k->ew.s_long, k->ew.s_aux};
 
 		if (k->key == 0)
 			continue;
@@ -446,7 +524,7 @@ int cbad_rate_load(cbad_rate *r, cbad_reader *rd)
 	for (uint32_t i = 0; i < used && !rd->failed; i++) {
 		uint32_t slot = cbad_r_count(rd, NKINDS - 1);
 		rate_kind *k = &r->kinds[slot];
-		float f[3];
+		float f[4];
 
 		k->key = cbad_r_u64(rd);
 		k->seen = cbad_r_u64(rd);
@@ -454,12 +532,15 @@ int cbad_rate_load(cbad_rate *r, cbad_reader *rd)
 		cbad_r_bytes(rd, f, sizeof(f));
 		if (r->labels)
 			cbad_r_str(rd, r->labels[slot], sizeof(r->labels[slot]));
-		if (k->key == 0 || !(f[0] >= 0 && f[0] <= 1 && f[1] >= 0 && f[1] <= 1 && f[2] >= 0 &&
-				     f[2] <= 1))
+		if (k->key == 0)
 			rd->failed = true;
+		for (int j = 0; j < 4; j++)
+			if (!(f[j] >= 0 && f[j] <= 1))
+				rd->failed = true;
 		k->ew.s_short = f[0];
 		k->ew.s_mid = f[1];
 		k->ew.s_long = f[2];
+		k->ew.s_aux = f[3];
 	}
 	return rd->failed ? -EINVAL : 0;
 }

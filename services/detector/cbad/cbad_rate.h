@@ -22,6 +22,7 @@
 #define CBAD_RATE_SHORT 32    /* events: window of the burst test */
 #define CBAD_RATE_MID 256     /* events: window of the drop test */
 #define CBAD_RATE_LONG 4096   /* events: memory of the long-run share */
+#define CBAD_RATE_LASTING 2048 /* events: an excess this old is a change of the mix, not a burst */
 #define CBAD_RATE_SETS 64     /* kinds table: 64 sets of 4, least recently seen evicted */
 #define CBAD_RATE_WAYS 4
 #define CBAD_RATE_LABEL_MAX 48
@@ -29,7 +30,8 @@
 /* Lazily decayed EW shares of one kind (or entity) among the stream's events. 24 bytes. */
 typedef struct cbad_rate_ew {
 	float s_short, s_mid, s_long;
-	float s_aux;   /* a fourth share the caller keeps itself (an entity's recent share), else 0 */
+	float s_aux;   /* a fourth share: the kinds table's over CBAD_RATE_LASTING events, or one
+			* the caller keeps itself (an entity's recent share) */
 	uint64_t last; /* stream event index of the last update */
 } cbad_rate_ew;
 
@@ -38,6 +40,8 @@ typedef struct cbad_rate_ew {
 double cbad_rate_log10_upper(double c, double lambda);
 double cbad_rate_log10_lower(double c, double lambda);
 
+/* The helpers below decay a share over the events between its last occurrence and now only:
+ * learning an occurrence is itself one step of decay. */
 /* Burst test of one occurrence at stream index now, before learning it: observed = the
  * occurrences in the last w_short events plus this one, expected = w_short times the long-run
  * share (at least prior). Returns -log10 of the Poisson upper tail (>= 0, continuous). */

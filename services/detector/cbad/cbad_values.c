@@ -700,6 +700,98 @@ int cbad_values_level_load(cbad_values_level *l, cbad_reader *r)
 	return 0;
 }
 
+/* ---- daily shape ---- */
+
+void cbad_values_season_init(cbad_values_season *s)
+{
+	memset(s, 0, sizeof(*s));
+	cbad_values_level_init(&s->resid);
+}
+
+int cbad_values_season_slot(int64_t ts_ms)
+{
+	const int64_t day = 86400000, width = day / CBAD_SEASON_SLOTS;
+
+	if (ts_ms <= 0)
+		return -1;
+	return (int)((ts_ms % day) / width);
+}
+
+bool cbad_values_season_ready(const cbad_values_season *s, int slot)
+{
+	return slot >= 0 && slot < CBAD_SEASON_SLOTS && s->n[slot] >= CBAD_SEASON_MIN_SLOT;
+}
+
+double cbad_values_season_stat(const cbad_values_season *s, int slot, double x, double res)
+{
+	if (!cbad_values_season_ready(s, slot) || !isfinite(x))
+		return 0.0;
+	return cbad_values_level_stat(&s->resid, x - (double)s->mean[slot], res);
+}
+
+double cbad_values_season_p(const cbad_values_season *s, double stat)
+{
+	return cbad_values_level_p(&s->resid, stat);
+}
+
+void cbad_values_season_learn(cbad_values_season *s, int slot, double x, double stat, double res)
+{
+	double a, r;
+	uint16_t n;
+
+	if (slot < 0 || slot >= CBAD_SEASON_SLOTS || !isfinite(x))
+		return;
+	n = s->n[slot];
+	if (n == 0) {
+		s->mean[slot] = (float)x;
+		s->n[slot] = 1;
+		return;
+	}
+	r = x - (double)s->mean[slot];
+	if (n >= CBAD_SEASON_MIN_SLOT)
+		cbad_values_level_learn(&s->resid, r, stat);
+	/* Huber clip, as in the level: one odd day barely moves the slot's mean */
+	if (s->resid.n >= CBAD_VALUES_MIN_N) {
+		double lim = MODEL_CLIP * level_sigma(&s->resid, res);
+
+		if (r > lim)
+			r = lim;
+		if (r < -lim)
+			r = -lim;
+	}
+	a = 1.0 / (double)(n + 1 < CBAD_SEASON_MEMORY ? n + 1 : CBAD_SEASON_MEMORY);
+	s->mean[slot] = (float)((double)s->mean[slot] + a * r);
+	if (n < UINT16_MAX)
+		s->n[slot] = (uint16_t)(n + 1);
+}
+
+void cbad_values_season_save(const cbad_values_season *s, cbad_writer *w)
+{
+	cbad_w_bytes(w, s->mean, sizeof(s->mean));
+	for (int i = 0; i < CBAD_SEASON_SLOTS; i++)
+		cbad_w_u32(w, s->n[i]);
+	cbad_values_level_save(&s->resid, w);
+}
+
+int cbad_values_season_load(cbad_values_season *s, cbad_reader *r)
+{
+	cbad_values_season t;
+
+	memset(&t, 0, sizeof(t));
+	cbad_r_bytes(r, t.mean, sizeof(t.mean));
+	for (int i = 0; i < CBAD_SEASON_SLOTS; i++) {
+		uint32_t n = cbad_r_u32(r);
+
+		if (n > UINT16_MAX || !isfinite(t.mean[i]))
+			r->failed = true;
+		t.n[i] = (uint16_t)n;
+	}
+	if (r->failed || cbad_values_level_load(&t.resid, r) < 0)
+		return -EINVAL;
+	*s = t;
+	return 0;
+}
+
 /* ---- runs ---- */
 
 void cbad_values_runs_init(cbad_values_runs *r)

@@ -151,6 +151,40 @@ void cbad_values_level_save(const cbad_values_level *l, cbad_writer *w);
 /* Returns 0 or -EINVAL. */
 int cbad_values_level_load(cbad_values_level *l, cbad_reader *r);
 
+/* Daily shape of a series: the mean of each time-of-day slot (CBAD_SEASON_SLOTS slots of the
+ * UTC day, an EW over its last ~CBAD_SEASON_MEMORY values), and a long-run level of the residual
+ * x - slot mean. It asks whether a value lies off the series' usual daily shape by more than
+ * such departures usually do: a daily pattern at the wrong height, or a daily swing that did
+ * not come, which neither the level (the whole day's range) nor the spike test (the last few
+ * values) can see. The residual is judged against its own long-run spread over every slot,
+ * not against a slot's own: a slot's few values make its spread thin, and ordinary noise
+ * around the shape looked strange (round 9). */
+#define CBAD_SEASON_SLOTS 48     /* half-hour slots of the UTC day */
+#define CBAD_SEASON_MEMORY 16    /* values a slot's mean remembers */
+#define CBAD_SEASON_MIN_SLOT 3   /* values a slot needs before its residual is judged */
+typedef struct cbad_values_season {
+	float mean[CBAD_SEASON_SLOTS];
+	uint16_t n[CBAD_SEASON_SLOTS]; /* values learned per slot (saturates) */
+	cbad_values_level resid;
+} cbad_values_season;
+
+void cbad_values_season_init(cbad_values_season *s);
+/* The slot of a timestamp (ms since the epoch, UTC), or -1 when ts_ms <= 0. */
+int cbad_values_season_slot(int64_t ts_ms);
+/* Whether the slot has a mean to compare with. */
+bool cbad_values_season_ready(const cbad_values_season *s, int slot);
+/* The residual's statistic |r - mean_r| / sigma_r of x in slot (the level statistic of
+ * x - slot mean); 0 when the slot is not ready. */
+double cbad_values_season_stat(const cbad_values_season *s, int slot, double x, double res);
+/* p-value of stat, 1 until the residual's calibrator has CBAD_LEVEL_MIN_CAL statistics. */
+double cbad_values_season_p(const cbad_values_season *s, double stat);
+/* Learns x into its slot (Huber-clipped at 4 residual sigmas once the residual has a spread),
+ * and the residual and its stat into the residual's level when the slot was ready. */
+void cbad_values_season_learn(cbad_values_season *s, int slot, double x, double stat, double res);
+void cbad_values_season_save(const cbad_values_season *s, cbad_writer *w);
+/* Returns 0 or -EINVAL. */
+int cbad_values_season_load(cbad_values_season *s, cbad_reader *r);
+
 /* Run-length statistics of repeated values, a two-state Markov chain (value changed / value
  * repeated) with decaying counts: P(a run reaches length r) = q1 * q2^(r-2). */
 typedef struct cbad_values_runs {
