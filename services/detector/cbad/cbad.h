@@ -148,7 +148,8 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
  * either way, so results are bit-identical whether and when idle() is called. A service calls
  * idle() when its queue is empty to keep the build off the per-event latency; calling it
  * never is correct too. cbad_detector_idle_pending() says whether there is work (cheap).
- * idle() returns 1 when it did the work, 0 when there was none. Same thread as process(). */
+ * idle() returns 1 when it did the work, 0 when there was none, -EINVAL for a NULL detector.
+ * Same thread as process(). */
 bool cbad_detector_idle_pending(const cbad_detector *d);
 int cbad_detector_idle(cbad_detector *d);
 

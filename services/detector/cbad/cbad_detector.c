@@ -373,11 +373,13 @@ static bool rebuild_run(cbad_detector *d)
 
 bool cbad_detector_idle_pending(const cbad_detector *d)
 {
-	return d->rebuild_due;
+	return d && d->rebuild_due;
 }
 
 int cbad_detector_idle(cbad_detector *d)
 {
+	if (!d)
+		return -EINVAL;
 	return rebuild_run(d) ? 1 : 0;
 }
 
