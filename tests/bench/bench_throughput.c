@@ -23,7 +23,9 @@ typedef struct corpus {
 
 typedef struct run_result {
 	double cbad_eps, zstd_eps, zstd_mbps, cbad_mbps;
-	double p50_us, p99_us, max_us;
+	double p50_us, p99_us, max_us;     /* process() alone, idle() run between events */
+	double p50_in_us, p99_in_us;       /* process() with the dictionary builds inline */
+	double idle_us;                    /* median idle() call that built a dictionary */
 	double mem_warm, mem_end, state_bytes;
 	double anomalies;
 } run_result;
@@ -144,16 +146,25 @@ static double median(double *v, size_t n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
 }
 
-/* One repetition: warm the detector up (untimed) on the first `warm` events, then time the rest,
- * once as a batch (throughput) and once event by event on a second detector (latency). */
+static double elapsed_us(const struct timespec *a, const struct timespec *b)
+{
+	return (double)(b->tv_sec - a->tv_sec) * 1e6 + (double)(b->tv_nsec - a->tv_nsec) / 1e3;
+}
+
+/* One repetition: warm the detectors up (untimed) on the first `warm` events, then time the
+ * rest: once as a batch (throughput: process() and, after each event, idle(), the deferred
+ * dictionary builds included), then event by event on a second detector whose idle() runs
+ * between events outside the timing (the latency a service that calls idle() when its queue
+ * is empty sees, with idle()'s own time kept apart), and on a third that never calls idle()
+ * (builds inline, inside process()). */
 static int run_once(const corpus *c, size_t warm, const cbad_settings *s, run_result *r)
 {
-	cbad_detector *d = NULL, *d2 = NULL;
+	cbad_detector *d = NULL, *d2 = NULL, *d3 = NULL;
 	cbad_status st;
 	cbad_result res;
 	ZSTD_CCtx *cctx = NULL;
-	double *lat = NULL, t0, t;
-	size_t nt = c->n - warm, cap = ZSTD_compressBound(4096), sink = 0;
+	double *lat = NULL, *lat_in = NULL, *idle = NULL, t0, t;
+	size_t nt = c->n - warm, cap = ZSTD_compressBound(4096), sink = 0, nidle = 0;
 	void *dst = NULL, *state = NULL;
 	size_t state_len = 0;
 	char err[256] = "";
@@ -163,20 +174,27 @@ static int run_once(const corpus *c, size_t warm, const cbad_settings *s, run_re
 	rc = cbad_detector_new(s, &d, err, sizeof(err));
 	if (!rc)
 		rc = cbad_detector_new(s, &d2, err, sizeof(err));
+	if (!rc)
+		rc = cbad_detector_new(s, &d3, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "bench_throughput: %s\n", err);
 		goto out;
 	}
 	lat = malloc(nt * sizeof(*lat));
+	lat_in = malloc(nt * sizeof(*lat_in));
+	idle = malloc(nt * sizeof(*idle));
 	dst = malloc(cap);
 	cctx = ZSTD_createCCtx();
-	if (!lat || !dst || !cctx) {
+	if (!lat || !lat_in || !idle || !dst || !cctx) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	for (size_t i = 0; i < warm; i++) {
 		cbad_detector_process(d, c->ev[i], c->len[i], c->ts[i], &res);
+		cbad_detector_idle(d);
 		cbad_detector_process(d2, c->ev[i], c->len[i], c->ts[i], &res);
+		cbad_detector_idle(d2);
+		cbad_detector_process(d3, c->ev[i], c->len[i], c->ts[i], &res);
 	}
 	cbad_detector_status(d, &st);
 	r->mem_warm = (double)st.memory_bytes;
@@ -184,6 +202,7 @@ static int run_once(const corpus *c, size_t warm, const cbad_settings *s, run_re
 	t0 = now_s();
 	for (size_t i = warm; i < c->n; i++) {
 		cbad_detector_process(d, c->ev[i], c->len[i], c->ts[i], &res);
+		cbad_detector_idle(d);
 		r->anomalies += res.anomaly;
 	}
 	t = now_s() - t0;
@@ -210,13 +229,30 @@ static int run_once(const corpus *c, size_t warm, const cbad_settings *s, run_re
 		clock_gettime(CLOCK_MONOTONIC, &a);
 		cbad_detector_process(d2, c->ev[i], c->len[i], c->ts[i], &res);
 		clock_gettime(CLOCK_MONOTONIC, &b);
-		lat[i - warm] = (double)(b.tv_sec - a.tv_sec) * 1e6 +
-				(double)(b.tv_nsec - a.tv_nsec) / 1e3;
+		lat[i - warm] = elapsed_us(&a, &b);
+		if (cbad_detector_idle_pending(d2)) {
+			clock_gettime(CLOCK_MONOTONIC, &a);
+			cbad_detector_idle(d2);
+			clock_gettime(CLOCK_MONOTONIC, &b);
+			idle[nidle++] = elapsed_us(&a, &b);
+		}
+	}
+	for (size_t i = warm; i < c->n; i++) {
+		struct timespec a, b;
+
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		cbad_detector_process(d3, c->ev[i], c->len[i], c->ts[i], &res);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		lat_in[i - warm] = elapsed_us(&a, &b);
 	}
 	qsort(lat, nt, sizeof(*lat), cmp_double);
+	qsort(lat_in, nt, sizeof(*lat_in), cmp_double);
 	r->p50_us = lat[nt / 2];
 	r->p99_us = lat[(size_t)((double)nt * 0.99)];
 	r->max_us = lat[nt - 1];
+	r->p50_in_us = lat_in[nt / 2];
+	r->p99_in_us = lat_in[(size_t)((double)nt * 0.99)];
+	r->idle_us = nidle ? median(idle, nidle) : 0;
 	cbad_detector_status(d, &st);
 	r->mem_end = (double)st.memory_bytes;
 	rc = cbad_detector_save(d, &state, &state_len, err, sizeof(err));
@@ -231,7 +267,10 @@ out:
 	free(state);
 	ZSTD_freeCCtx(cctx);
 	free(dst);
+	free(idle);
+	free(lat_in);
 	free(lat);
+	cbad_detector_free(d3);
 	cbad_detector_free(d2);
 	cbad_detector_free(d);
 	return rc;
@@ -240,11 +279,13 @@ out:
 static int bench_corpus(const corpus *c, size_t warm, int repeat, const cbad_settings *s,
 			bool markdown)
 {
-	double v[9][64];
-	const char *names[9] = { "cbad events/s", "zstd events/s", "cbad MB/s", "zstd MB/s",
-				 "latency p50 us", "latency p99 us", "memory after warm-up B",
-				 "memory at end B", "saved state B" };
-	double med[9];
+	enum { NM = 12 };
+	double v[NM][64];
+	const char *names[NM] = { "cbad events/s (w/ idle)", "zstd events/s", "cbad MB/s",
+				  "zstd MB/s", "latency p50 us", "latency p99 us",
+				  "memory after warm-up B", "memory at end B", "saved state B",
+				  "inline p50 us", "inline p99 us", "idle() build us" };
+	double med[NM];
 	run_result r;
 	int rc;
 
@@ -263,17 +304,20 @@ static int bench_corpus(const corpus *c, size_t warm, int repeat, const cbad_set
 		v[6][k] = r.mem_warm;
 		v[7][k] = r.mem_end;
 		v[8][k] = r.state_bytes;
+		v[9][k] = r.p50_in_us;
+		v[10][k] = r.p99_in_us;
+		v[11][k] = r.idle_us;
 	}
-	for (int m = 0; m < 9; m++)
+	for (int m = 0; m < NM; m++)
 		med[m] = median(v[m], (size_t)repeat);
 	if (markdown) {
-		printf("| %s | %.0f | %.0f | %.3f | %.2f | %.2f | %.1f | %.1f | %.0f | %.0f |\n",
+		printf("| %s | %.0f | %.0f | %.3f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f |\n",
 		       c->name, med[0], med[1], med[0] / med[1], med[2], med[3], med[4], med[5],
-		       med[7] / 1024.0, med[8] / 1024.0);
+		       med[9], med[10], med[7] / 1024.0, med[8] / 1024.0);
 	} else {
 		printf("%s: %zu timed events after %zu warm-up, median of %d runs\n", c->name,
 		       c->n - warm, warm, repeat);
-		for (int m = 0; m < 9; m++)
+		for (int m = 0; m < NM; m++)
 			printf("  %-24s %14.2f\n", names[m], med[m]);
 		printf("  %-24s %14.4f\n", "cbad / zstd (events/s)", med[0] / med[1]);
 	}
@@ -287,6 +331,10 @@ static void usage(FILE *f)
 		"usage: bench_throughput [options]\n"
 		"Per-event scoring throughput of one CBAD detector at default settings on this core,\n"
 		"next to ZSTD_compress of the same events at the engine's level, in the same run.\n"
+		"Throughput counts process() and cbad_detector_idle() after each event (the deferred\n"
+		"dictionary builds); latency p50/p99 is process() alone with idle() run between events,\n"
+		"\"inline\" the same without idle() (builds inside process()); idle() build us is the\n"
+		"median idle() call that built a dictionary.\n"
 		"  --events N        synthetic events (default 200000)\n"
 		"  --warm N          untimed warm-up events (default: 2 x baseline_events)\n"
 		"  --repeat N        repetitions; medians are reported (default 5)\n"
@@ -338,8 +386,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (markdown)
-		printf("| events | cbad events/s | zstd events/s | cbad/zstd | cbad MB/s | zstd MB/s | p50 µs | p99 µs | memory KiB | saved state KiB |\n"
-		       "|---|---|---|---|---|---|---|---|---|---|\n");
+		printf("| events | cbad events/s | zstd events/s | cbad/zstd | cbad MB/s | zstd MB/s | p50 µs | p99 µs | p50 µs inline | p99 µs inline | memory KiB | saved state KiB |\n"
+		       "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 	rc = bench_corpus(&syn, warm, repeat, &s, markdown);
 	if (rc == 0 && real) {
 		bench_data_stream *ds = NULL;

@@ -81,10 +81,13 @@ driftlock-scan [--sensitivity X] [--baseline N] [--window N] [--hop N] [--level 
 $TP_DOC
 \`\`\`
 
-Per-event scoring (\`cbad_detector_process\`) of one detector at default settings on one core, after
+Per-event scoring (\`cbad_detector_process\`, then \`cbad_detector_idle\`: the deferred dictionary
+builds are counted) of one detector at default settings on one core, after
 an untimed warm-up of 2 x baseline_events; next to \`ZSTD_compressCCtx\` of the same event bytes at
 the engine's default level in the same run; medians of $REPEAT repetitions. Latency is measured
-with \`clock_gettime\` around each call (a second detector, same events). Memory is
+with \`clock_gettime\` around each \`cbad_detector_process\` call: p50/p99 on a second detector
+whose \`cbad_detector_idle\` runs between events (untimed), "inline" on a third that never calls it
+(the builds inside process()). Memory is
 \`cbad_status.memory_bytes\` at the end of the run; saved state is the size of
 \`cbad_detector_save\`'s output. Target: >= 250,000 events/s on ~200-byte JSON events.
 

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "services/detector/cbad/cbad_calib.h"
 
@@ -89,6 +90,57 @@ START_TEST(test_capped_add)
 }
 END_TEST
 
+/* The full-ring insert (one move between the leaving and the entering score) keeps exactly
+ * the array of removing the oldest score's first copy and inserting the new one before the
+ * first score >= it: checked bit for bit against that, with many ties, signed zeros and
+ * infinities, through every quantile. */
+START_TEST(test_full_ring_order)
+{
+	static const double pool[] = {0.0, -0.0, 1.0, 1.0, 2.5, -3.0, INFINITY, -INFINITY, 7.0};
+	enum { CAP = 64 };
+	double ring[CAP], sorted[CAP];
+	uint32_t n = 0, head = 0;
+	uint64_t x = 88172645463325252ull;
+	cbad_calib *c = NULL;
+
+	ck_assert_int_eq(cbad_calib_new(CAP, 1.0, &c), 0);
+	for (int t = 0; t < 20000; t++) {
+		double s;
+		uint32_t i;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		s = x % 3 ? pool[(x >> 8) % 9] : (double)((x >> 16) % 1000) / 8.0;
+		cbad_calib_add(c, s);
+		if (n == CAP) {
+			double old = ring[head];
+
+			for (i = 0; i < n && sorted[i] < old; i++)
+				;
+			memmove(sorted + i, sorted + i + 1, (n - i - 1) * sizeof(double));
+			n--;
+			ring[head] = s;
+			head = (head + 1) % CAP;
+		} else {
+			ring[(head + n) % CAP] = s;
+		}
+		for (i = 0; i < n && sorted[i] < s; i++)
+			;
+		memmove(sorted + i + 1, sorted + i, (n - i) * sizeof(double));
+		sorted[i] = s;
+		n++;
+		ck_assert_uint_eq(cbad_calib_count(c), n);
+		for (uint32_t k = 0; k < n; k++) {
+			double q = n > 1 ? (double)k / (n - 1) : 0, got = cbad_calib_quantile(c, q);
+
+			ck_assert_int_eq(memcmp(&got, &sorted[k], sizeof(got)), 0);
+		}
+	}
+	cbad_calib_free(c);
+}
+END_TEST
+
 START_TEST(test_state_round_trip)
 {
 	cbad_calib *a, *b, *wrong;
@@ -134,6 +186,7 @@ int main(void)
 	tcase_add_test(tc, test_exchangeable_calibrated);
 	tcase_add_test(tc, test_capped_add);
 	tcase_add_test(tc, test_state_round_trip);
+	tcase_add_test(tc, test_full_ring_order);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);

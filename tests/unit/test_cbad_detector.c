@@ -389,6 +389,75 @@ START_TEST(test_state_round_trip_small_baseline)
 }
 END_TEST
 
+/* The dictionary build deferred to cbad_detector_idle(): results are byte for byte the same
+ * whether idle() is called after every event, at some events or never, and a state saved
+ * while a build is pending (right at a hop's end) restores a detector that goes on exactly as
+ * the original does. */
+START_TEST(test_idle_same_results)
+{
+	static const int cut[] = {100, 350, 351};
+	cbad_settings s;
+	cbad_detector *ref = NULL, *every = NULL, *some = NULL;
+	cbad_result *rr = calloc(700, sizeof(*rr)), *re = calloc(700, sizeof(*re)),
+		    *rs = calloc(700, sizeof(*rs));
+	char err[256];
+	int built = 0, pending = 0;
+
+	cbad_settings_default(&s);
+	s.baseline_bytes = 4096;
+	s.baseline_events = 64;
+	s.hop_events = 50;
+	s.window_events = 32;
+	ck_assert_int_eq(cbad_detector_new(&s, &ref, err, sizeof(err)), 0);
+	ck_assert_int_eq(cbad_detector_new(&s, &every, err, sizeof(err)), 0);
+	ck_assert_int_eq(cbad_detector_new(&s, &some, err, sizeof(err)), 0);
+	run_varied(ref, 0, 700, rr);
+	for (int i = 0; i < 700; i++) {
+		run_varied(every, i, 1, re + i);
+		pending += cbad_detector_idle_pending(every);
+		/* idle() does the work once, and says so */
+		built += cbad_detector_idle(every);
+		ck_assert(!cbad_detector_idle_pending(every));
+		ck_assert_int_eq(cbad_detector_idle(every), 0);
+		run_varied(some, i, 1, rs + i);
+		if (i % 7 == 3)
+			cbad_detector_idle(some);
+	}
+	ck_assert_int_eq(memcmp(rr, re, 700 * sizeof(*rr)), 0);
+	ck_assert_int_eq(memcmp(rr, rs, 700 * sizeof(*rr)), 0);
+	/* every hop of this stream changes the baseline: 14 hops, 14 builds off the event path */
+	ck_assert_int_eq(pending, 700 / 50);
+	ck_assert_int_eq(built, 700 / 50);
+	for (size_t c = 0; c < sizeof(cut) / sizeof(cut[0]); c++) {
+		cbad_detector *a = NULL, *b = NULL;
+		void *buf = NULL;
+		size_t len = 0;
+
+		ck_assert_int_eq(cbad_detector_new(&s, &a, err, sizeof(err)), 0);
+		run_varied(a, 0, cut[c], NULL);
+		ck_assert(cbad_detector_idle_pending(a) == (cut[c] % 50 == 0));
+		ck_assert_int_eq(cbad_detector_save(a, &buf, &len, err, sizeof(err)), 0);
+		ck_assert_int_eq(cbad_detector_load(buf, len, &b, err, sizeof(err)), 0);
+		ck_assert(!cbad_detector_idle_pending(b)); /* load builds the dictionary */
+		run_varied(b, cut[c], 700 - cut[c], rs);
+		ck_assert_int_eq(memcmp(rr + cut[c], rs, (size_t)(700 - cut[c]) * sizeof(*rs)), 0);
+		/* the original, built by idle() after the save, goes on the same way too */
+		cbad_detector_idle(a);
+		run_varied(a, cut[c], 700 - cut[c], rs);
+		ck_assert_int_eq(memcmp(rr + cut[c], rs, (size_t)(700 - cut[c]) * sizeof(*rs)), 0);
+		free(buf);
+		cbad_detector_free(a);
+		cbad_detector_free(b);
+	}
+	free(rr);
+	free(re);
+	free(rs);
+	cbad_detector_free(ref);
+	cbad_detector_free(every);
+	cbad_detector_free(some);
+}
+END_TEST
+
 START_TEST(test_sensitivity_monotone)
 {
 	static const double sens[] = {0.0, 0.25, 0.5, 0.75, 1.0};
@@ -514,6 +583,7 @@ int main(void)
 	tcase_add_test(tc, test_deterministic);
 	tcase_add_test(tc, test_state_round_trip);
 	tcase_add_test(tc, test_state_round_trip_small_baseline);
+	tcase_add_test(tc, test_idle_same_results);
 	tcase_add_test(tc, test_sensitivity_monotone);
 	tcase_add_test(tc, test_set_sensitivity_and_memory);
 	tcase_add_test(tc, test_drift_window_flagged);

@@ -305,6 +305,43 @@ END_TEST
 /* The long-run level: calibrated on a stationary series, a value beyond the range the series
  * kept is rare, one inside it is not; a routine excursion that recurs becomes known; the state
  * round-trips exactly. */
+/* A statistic's bin is the last edge expm1(b / 16) <= it, at every edge, one ulp either side,
+ * two ulps below, and over 2^-30 .. 2^20 (the bin look-up is a table on the exponent and top
+ * mantissa bits plus an edge compare): a lone statistic's calibrator reports that bin's centre. */
+START_TEST(test_calib_bins)
+{
+	for (int b = 0; b <= CBAD_CALIB_BINS; b++) {
+		double e = expm1(b / 16.0);
+		double v[4] = {e, nextafter(e, 0), nextafter(e, INFINITY), nextafter(nextafter(e, 0), 0)};
+
+		for (int k = 0; k < 4; k++) {
+			cbad_values_calib c;
+			int want = 0;
+
+			for (int i = 1; i < CBAD_CALIB_BINS; i++)
+				if (expm1(i / 16.0) <= v[k])
+					want = i;
+			cbad_values_calib_init(&c);
+			cbad_values_calib_add(&c, v[k]);
+			ck_assert_double_eq(cbad_values_calib_quantile(&c, 1.0), expm1((want + 0.5) / 16.0));
+		}
+	}
+	for (int e = -30; e < 20; e++)
+		for (int m = 0; m < 32; m++) {
+			double v = ldexp(1.0 + m / 32.0, e);
+			cbad_values_calib c;
+			int want = 0;
+
+			for (int i = 1; i < CBAD_CALIB_BINS; i++)
+				if (expm1(i / 16.0) <= v)
+					want = i;
+			cbad_values_calib_init(&c);
+			cbad_values_calib_add(&c, v);
+			ck_assert_double_eq(cbad_values_calib_quantile(&c, 1.0), expm1((want + 0.5) / 16.0));
+		}
+}
+END_TEST
+
 START_TEST(test_level)
 {
 	cbad_values_level l, l2;
@@ -439,6 +476,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_state);
 	tcase_add_test(tc, test_level);
 	tcase_add_test(tc, test_season);
+	tcase_add_test(tc, test_calib_bins);
 	suite_add_tcase(s, tc);
 	return s;
 }

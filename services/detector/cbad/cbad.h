@@ -141,6 +141,18 @@ int cbad_detector_new(const cbad_settings *s, cbad_detector **ret, char *errbuf,
 int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64_t ts_ms,
 			  cbad_result *ret);
 
+/* Deferred work between events. Every hop_events events whose baseline changed, the zstd
+ * dictionary of the novelty channel is rebuilt (about 1.2 M instructions at defaults, the
+ * p99 of process()). That build waits until cbad_detector_idle() runs it or the next
+ * cbad_detector_process() does (first thing), whichever comes first: it uses the same bytes
+ * either way, so results are bit-identical whether and when idle() is called. A service calls
+ * idle() when its queue is empty to keep the build off the per-event latency; calling it
+ * never is correct too. cbad_detector_idle_pending() says whether there is work (cheap).
+ * idle() returns 1 when it did the work, 0 when there was none, -EINVAL for a NULL detector.
+ * Same thread as process(). */
+bool cbad_detector_idle_pending(const cbad_detector *d);
+int cbad_detector_idle(cbad_detector *d);
+
 void cbad_detector_status(const cbad_detector *d, cbad_status *ret);
 
 /* Changes the sensitivity live (thresholds only; learned state is kept). -EINVAL outside 0..1. */

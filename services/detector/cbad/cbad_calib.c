@@ -81,21 +81,32 @@ double cbad_calib_pvalue(const cbad_calib *c, double s)
 
 void cbad_calib_add(cbad_calib *c, double s)
 {
-	uint32_t i;
+	uint32_t i, j;
 
 	if (isnan(s))
 		return;
 	if (c->n == c->cap) {
 		double old = c->ring[c->head];
 
+		/* The oldest score leaves the sorted array and s enters it: one move of the scores
+		 * between the two places instead of closing a gap and opening another (two moves of
+		 * half the array on average). The result is that of removing the first copy of old
+		 * and inserting s before the first score >= s: j counts the scores < s, less the
+		 * removed one when it was one of them. */
 		i = lower_bound(c->sorted, c->n, old);
-		memmove(c->sorted + i, c->sorted + i + 1, (c->n - i - 1) * sizeof(double));
-		c->n--;
+		j = lower_bound(c->sorted, c->n, s);
+		if (old < s) {
+			j--;
+			memmove(c->sorted + i, c->sorted + i + 1, (j - i) * sizeof(double));
+		} else {
+			memmove(c->sorted + j + 1, c->sorted + j, (i - j) * sizeof(double));
+		}
+		c->sorted[j] = s;
 		c->ring[c->head] = s;
 		c->head = (c->head + 1) % c->cap;
-	} else {
-		c->ring[(c->head + c->n) % c->cap] = s;
+		return;
 	}
+	c->ring[(c->head + c->n) % c->cap] = s;
 	i = lower_bound(c->sorted, c->n, s);
 	memmove(c->sorted + i + 1, c->sorted + i, (c->n - i) * sizeof(double));
 	c->sorted[i] = s;

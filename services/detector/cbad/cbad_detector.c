@@ -91,6 +91,10 @@ struct cbad_detector {
 	uint64_t seen, anomalies;
 	uint32_t since_rebuild, rebuilds;
 	bool bchanged; /* the baseline changed since the CDict was built */
+	/* A hop ended with the baseline changed and its CDict is not built yet: cbad_detector_idle()
+	 * or the next process() builds it, from the same bytes either way (nothing else changes the
+	 * baseline in between), so results never depend on which one does. */
+	bool rebuild_due;
 	double regime; /* EMA of novelty anomalies */
 	bool drift_active;
 	cbad_drift_report drift_rep;
@@ -334,26 +338,49 @@ static void quarantine_release(cbad_detector *d)
 
 /* Once the baseline holds TEMPLATE_COPIES of every common template, most events leave it
  * unchanged: the CDict is then rebuilt only when its bytes would differ (building it is the
- * p99 of the per-event latency), which gives bit for bit the results of rebuilding every hop. */
-static void rebuild(cbad_detector *d)
+ * p99 of the per-event latency), which gives bit for bit the results of rebuilding every hop.
+ * The hop's bookkeeping is done when the hop ends; the build itself (rebuild_run) waits for
+ * cbad_detector_idle() or the next event, whichever comes first. */
+static void hop_end(cbad_detector *d)
 {
-	if (d->bchanged) {
-		uint32_t alen = cbad_archive_len(d->arch);
-
-		/* The old CDict is not used again once dict starts to change. The baseline moves
-		 * first (it may overlap where the archive goes), then the archive goes in front:
-		 * zstd reaches the newest bytes (the baseline) most cheaply. */
-		baseline_linear(d, d->dict + alen);
-		cbad_archive_copy(d->arch, d->dict);
-		d->aoff = alen;
-		d->dict_len = d->bused;
-		d->bhead = 0;
-		d->pend_len = 0;
-		cbad_novelty_rebuild(d->nov, d->dict, d->aoff + d->dict_len);
-		d->bchanged = false;
-	}
+	d->rebuild_due = d->bchanged;
 	d->since_rebuild = 0;
 	d->rebuilds++;
+}
+
+/* Builds the CDict a finished hop asked for. Returns true when there was one to build. */
+static bool rebuild_run(cbad_detector *d)
+{
+	uint32_t alen;
+
+	if (!d->rebuild_due)
+		return false;
+	alen = cbad_archive_len(d->arch);
+	/* The old CDict is not used again once dict starts to change. The baseline moves
+	 * first (it may overlap where the archive goes), then the archive goes in front:
+	 * zstd reaches the newest bytes (the baseline) most cheaply. */
+	baseline_linear(d, d->dict + alen);
+	cbad_archive_copy(d->arch, d->dict);
+	d->aoff = alen;
+	d->dict_len = d->bused;
+	d->bhead = 0;
+	d->pend_len = 0;
+	cbad_novelty_rebuild(d->nov, d->dict, d->aoff + d->dict_len);
+	d->bchanged = false;
+	d->rebuild_due = false;
+	return true;
+}
+
+bool cbad_detector_idle_pending(const cbad_detector *d)
+{
+	return d && d->rebuild_due;
+}
+
+int cbad_detector_idle(cbad_detector *d)
+{
+	if (!d)
+		return -EINVAL;
+	return rebuild_run(d) ? 1 : 0;
 }
 
 /* The score is a monotone, non-saturating map of the evidence L = -log10(p):
@@ -485,6 +512,7 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 		return -EINVAL;
 	if (!event)
 		event = "";
+	rebuild_run(d); /* a no-op when idle() already ran it */
 	memset(ret, 0, sizeof(*ret));
 	if (len > d->s.max_event_bytes)
 		len = d->s.max_event_bytes;
@@ -606,7 +634,7 @@ int cbad_detector_process(cbad_detector *d, const char *event, size_t len, int64
 		cbad_calib_add(d->ncal, bits);
 	d->seen++;
 	if (++d->since_rebuild >= d->s.hop_events)
-		rebuild(d);
+		hop_end(d);
 	return 0;
 }
 
@@ -717,8 +745,22 @@ int cbad_detector_save(const cbad_detector *d, void **ret_buf, size_t *ret_len, 
 	}
 	cbad_w_u32(&w, d->bused);
 	cbad_w_bytes(&w, lin, d->bused);
-	cbad_w_u32(&w, d->aoff + d->dict_len);
-	cbad_w_bytes(&w, d->dict, d->aoff + d->dict_len);
+	if (d->rebuild_due) {
+		/* The dictionary the pending build will use: the archive, then the baseline. */
+		uint32_t alen = cbad_archive_len(d->arch);
+		uint8_t *arch = malloc(alen ? alen : 1);
+
+		if (!arch)
+			goto out_free;
+		cbad_archive_copy(d->arch, arch);
+		cbad_w_u32(&w, alen + d->bused);
+		cbad_w_bytes(&w, arch, alen);
+		cbad_w_bytes(&w, lin, d->bused);
+		free(arch);
+	} else {
+		cbad_w_u32(&w, d->aoff + d->dict_len);
+		cbad_w_bytes(&w, d->dict, d->aoff + d->dict_len);
+	}
 	cbad_w_u32(&w, d->qn);
 	for (uint32_t k = 0; k < d->qn; k++) {
 		uint32_t i = (d->qhead + k) % QUARANTINE_N;
