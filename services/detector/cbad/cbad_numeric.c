@@ -971,7 +971,10 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 			}
 			if (cbad_values_calib_ready(&v->shift) &&
 			    (c = push(cs, nc, K_VALUE, W_SHIFT, fi, -1))) {
-				sp = c->p = cbad_values_calib_p(&v->shift, j.shift);
+				/* the same bound: both of two independent normal errors past s on
+				 * one side, 2 (erfc(s / sqrt 2) / 2)^2 */
+				sp = c->p = fmax(cbad_values_calib_p(&v->shift, j.shift),
+						 0.5 * pow(erfc(j.shift / M_SQRT2), 2));
 				c->stat = j.shift;
 				c->value = j.fast;
 				c->lo = j.mean - 2 * j.sigma;
