@@ -105,6 +105,31 @@ END_TEST
 /* The public EW helpers (an entity's shares in cbad_entity) read exact shares too: something
  * at every event is observed 33 times in 32 events plus this one, against 32 expected (decayed
  * over now - last as well as by the learn, it read 17 of 33). */
+/* The only kind of a stream, after a short excursion of another kind (20 events) and its
+ * return: its count against its long share is ordinary by the Poisson law (33 of 33 against
+ * ~31.8), while its burst calibrator, which had seen one constant count for thousands of
+ * events, ranks every slightly higher count as a record. The reported p is never below the
+ * Poisson tail of the count (it was ~3e-4 for a hundred events after the return). */
+START_TEST(test_burst_not_below_poisson)
+{
+	cbad_rate *r;
+	cbad_rate_verdict b, d;
+	double pmin = 1.0;
+
+	ck_assert_int_eq(cbad_rate_new(&r), 0);
+	for (int i = 0; i < 10000; i++) {
+		feed(r, i >= 9000 && i < 9020 ? "other" : "only", &b, &d);
+		if (!b.valid)
+			continue;
+		ck_assert_double_ge(b.p_value, pow(10.0, -b.stat) * (1 - 1e-12));
+		if (i >= 9020 && !strcmp(b.label, "only") && b.p_value < pmin)
+			pmin = b.p_value;
+	}
+	ck_assert_double_gt(pmin, 0.01);
+	cbad_rate_free(r);
+}
+END_TEST
+
 START_TEST(test_ew_helpers_exact)
 {
 	cbad_rate_ew e = {0};
@@ -378,6 +403,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_poisson_by_hand);
 	tcase_add_test(tc, test_burst);
 	tcase_add_test(tc, test_share_exact);
+	tcase_add_test(tc, test_burst_not_below_poisson);
 	tcase_add_test(tc, test_ew_helpers_exact);
 	tcase_add_test(tc, test_lasting_change);
 	tcase_add_test(tc, test_burst_unlearned);

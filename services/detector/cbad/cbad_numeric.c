@@ -957,7 +957,12 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 			judged = true;
 			if (cbad_values_calib_ready(&v->spike) &&
 			    (c = push(cs, nc, K_VALUE, W_SPIKE, fi, -1))) {
-				zp = c->p = cbad_values_calib_p(&v->spike, j.z);
+				/* the calibration corrects the prediction error's tail where it is
+				 * heavier than a normal one; it never makes an error the normal law
+				 * finds ordinary into a rare one (256 remembered errors that were all
+				 * small rank any larger one as a record) */
+				zp = c->p = fmax(cbad_values_calib_p(&v->spike, j.z),
+						 erfc(j.z / M_SQRT2));
 				c->stat = j.z;
 				c->value = x;
 				c->lo = j.pred - 2 * j.pred_sigma;
@@ -966,7 +971,10 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 			}
 			if (cbad_values_calib_ready(&v->shift) &&
 			    (c = push(cs, nc, K_VALUE, W_SHIFT, fi, -1))) {
-				sp = c->p = cbad_values_calib_p(&v->shift, j.shift);
+				/* the same bound: both of two independent normal errors past s on
+				 * one side, 2 (erfc(s / sqrt 2) / 2)^2 */
+				sp = c->p = fmax(cbad_values_calib_p(&v->shift, j.shift),
+						 0.5 * pow(erfc(j.shift / M_SQRT2), 2));
 				c->stat = j.shift;
 				c->value = j.fast;
 				c->lo = j.mean - 2 * j.sigma;
@@ -1623,6 +1631,11 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 		 * normal events at p < 1e-3) */
 		pk = cbad_values_lcalib_ready(&n->kind_cal[k]) ? cbad_values_lcalib_p(&n->kind_cal[k], st) :
 								  1.0;
+		/* the calibration corrects the sum for the kind's many tests and their dependence:
+		 * it never claims more than the two p-values it sums (a kind whose statistic was
+		 * constant ranks any other as a record); learned as reported */
+		if (pk < kmin[k] * kmin2[k])
+			pk = kmin[k] * kmin2[k];
 		quarantine = k == K_RATE &&
 			     rate_quarantine(n, kbest[k] >= 0 ? &cs[kbest[k]] : NULL, pk, learn);
 		if (learn && !quarantine)

@@ -437,7 +437,11 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 	if (ready && cbad_values_calib_ready(&r->burst_cal) && bk) {
 		burst->valid = true;
 		burst->stat = best;
-		burst->p_value = cbad_values_calib_p_logp(&r->burst_cal, best);
+		/* the calibration corrects the Poisson tail for over-dispersion; it never makes a
+		 * count that the Poisson law itself finds ordinary into a rare one (a calibrator
+		 * whose history is one constant count ranks any other count as a record) */
+		burst->p_value = fmax(cbad_values_calib_p_logp(&r->burst_cal, best),
+				      pow(10.0, -best));
 		burst->observed = bobs;
 		burst->expected = bexp;
 		burst->window = CBAD_RATE_SHORT;
