@@ -66,7 +66,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x444d554eu    /* "NUMD": entity levels, daily shapes, lasting shares */
+#define STATE_TAG 0x464d554eu    /* "NUMF": entities' 32-event shares, daily shapes, lasting shares */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
