@@ -230,9 +230,9 @@ static uint32_t ent_find(cbad_entity *e, uint64_t key, uint64_t now,
  * a linearly decreasing share of its weight to the 5 hours either side (habits drift by an
  * hour or two; a session far from every usual hour is what is strange), and the profile is
  * smoothed with the stream's. p: the total probability of the hours at most as likely as h. */
-static double hour_p(const cbad_entity *e, const ent *x, int h, double *ret_pmin)
+static double hour_p(const cbad_entity *e, const ent *x, int h)
 {
-	double pe[24], ph, p = 0, n = 0, slots = 0, lo = 1.0, pmin = 0;
+	double pe[24], ph, p = 0, n = 0, slots = 0;
 
 	for (int i = 0; i < 24; i++) {
 		double c = HOUR_SPREAD * (double)x->hours[i];
@@ -250,17 +250,9 @@ static double hour_p(const cbad_entity *e, const ent *x, int h, double *ret_pmin
 		pe[i] = (slots * pe[i] / n + HOUR_SMOOTH * ps) / (slots + HOUR_SMOOTH);
 	}
 	ph = pe[h];
-	for (int i = 0; i < 24; i++) {
+	for (int i = 0; i < 24; i++)
 		if (pe[i] <= ph * (1.0 + 1e-12))
 			p += pe[i];
-		if (pe[i] < lo)
-			lo = pe[i];
-	}
-	/* the p at the least likely hour */
-	for (int i = 0; i < 24; i++)
-		if (pe[i] <= lo * (1.0 + 1e-12))
-			pmin += pe[i];
-	*ret_pmin = pmin > 1.0 ? 1.0 : pmin;
 	return p > 1.0 ? 1.0 : p;
 }
 
@@ -413,7 +405,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	size_t k = 0;
 	ent tmp, *x;
 	cbad_values_model *models = NULL;
-	double obs, ex, rstat, rp = 1.0, hstat = 0, hp = 1.0, hpmin = 1.0;
+	double obs, ex, rstat, rp = 1.0, hstat = 0, hp = 1.0;
 	bool hour_ok;
 	/* per value: judged?, its statistics and calibrated p-values */
 	bool judged[CBAD_ENTITY_MAX_VALUES] = {false};
@@ -468,7 +460,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	hour_ok = !e->values_only && judge_hour && hour >= 0 && x->days >= CBAD_ENTITY_MIN_DAYS &&
 		  e->stream_hours_n >= HOUR_STREAM_MIN;
 	if (hour_ok) {
-		hstat = stat_of_p(hour_p(e, x, hour, &hpmin));
+		hstat = stat_of_p(hour_p(e, x, hour));
 		if (cbad_values_calib_ready(&e->hour_cal)) {
 			hp = cbad_values_calib_p_logp(&e->hour_cal, hstat);
 			if (k < max) {
@@ -480,7 +472,6 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 				s->value_index = 0;
 				s->stat = hstat;
 				s->p_value = hp;
-				s->p_min = cbad_values_calib_p_logp(&e->hour_cal, stat_of_p(hpmin));
 				s->value = hour;
 				/* the entity's usual hours: first and last active hour, busiest */
 				for (int i = 0; i < 24; i++) {
