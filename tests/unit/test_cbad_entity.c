@@ -196,6 +196,19 @@ START_TEST(test_long_burst)
 	ck_assert_double_gt(exp_first, 0);
 	ck_assert_double_lt(exp_last, 2.5);
 	ck_assert_double_lt(p_last, 1e-3);
+	/* the burst ends; 64 events later the client comes back once: its 128-event count still
+	 * holds about 10 of the burst's events, but nothing of it is going on now */
+	for (int b = 0; b < 64; b++, t++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "c%d", 8 + (int)(u01() * 192));
+		cbad_entity_observe(e, key_of(name), name, strlen(name), v, -1, false, t, true, s, 8);
+	}
+	{
+		size_t k = cbad_entity_observe(e, key_of("c7"), "c7", 2, v, -1, false, t++, true, s, 8);
+
+		ck_assert_double_gt(find(s, k, CBAD_ENTITY_RATE), 0.01);
+	}
 	cbad_entity_free(e);
 }
 END_TEST

@@ -132,6 +132,42 @@ START_TEST(test_entity_level_step)
 }
 END_TEST
 
+/* A host with a numeric status code: hosts 0-5 sometimes answer 404, hosts 6-11 never. */
+static size_t code_step(cbad_numeric *n, gen *g, int i, int host, int code, cbad_chan_signal *out,
+			size_t max)
+{
+	char buf[256];
+	int len = snprintf(buf, sizeof(buf), "{\"ts\":\"t%d\",\"host\":\"h%02d\",\"code\":%d,"
+			   "\"cpu\":%.1f}", i, host, code, normal_cpu(g, host));
+	cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
+			     .template_id = 7};
+
+	return cbad_numeric_observe(n, &v, true, out, max);
+}
+
+/* A numeric field that is a rate kind's categories (a status code) has no magnitude: a host
+ * that always answered 200 answering 404 is no value far above its usual ones (its share is
+ * the rate kind's), while its cpu is still judged against its own history. */
+START_TEST(test_entity_codes_not_values)
+{
+	cbad_numeric *n = make();
+	gen g = {0x5150};
+	cbad_chan_signal s[16];
+	size_t k;
+	int i = 0;
+
+	for (; i < 4000; i++) {
+		int h = i % 12;
+
+		code_step(n, &g, i, h, h < 6 && u01(&g) < 0.1 ? 404 : 200, s, 16);
+	}
+	k = code_step(n, &g, i++, 7, 404, s, 16);
+	for (size_t j = 0; j < k; j++)
+		ck_assert_msg(!strstr(s[j].name, "host:code"), "%s p %g", s[j].name, s[j].p_value);
+	cbad_numeric_free(n);
+}
+END_TEST
+
 START_TEST(test_value_and_rate)
 {
 	cbad_numeric *n = make();
@@ -731,6 +767,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_context_values);
 	tcase_add_test(tc, test_pair_values);
 	tcase_add_test(tc, test_entity_level_step);
+	tcase_add_test(tc, test_entity_codes_not_values);
 	suite_add_tcase(s, tc);
 	return s;
 }

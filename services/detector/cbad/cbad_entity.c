@@ -15,6 +15,8 @@
 #define HOURS_CAP 255         /* an entity's active days per hour are halved past this */
 #define HOUR_SPREAD 6         /* an active hour lends (6 - d)/6 of its weight d < 6 hours away */
 
+#define ENT_NOW 32.0      /* events: a burst must still be on over the last this many (CBAD_RATE_SHORT) */
+#define ENT_NOW_STAT 1.3  /* -log10 p of that recent count: below it (p > 0.05), the burst is over */
 #define LEVEL_CLIP 4.0          /* Huber clip of the level's residual, in sigmas */
 #define LEVEL_STRANGE 0.002     /* a level step this rare is strange (CBAD_CALIB_SKIP) */
 
@@ -283,12 +285,20 @@ static double ew_decay(double w, uint64_t dt)
  * Poisson(window x its share before the last CBAD_ENTITY_RATE_BEFORE events, at least prior).
  * The share before the short window alone let a long burst raise its own baseline: a scanner
  * sending one event in eight for 1400 events was expected 3.7 times in 128 events by its end,
- * against 0.2 at its start. The recent share is kept in ew.s_aux. */
+ * against 0.2 at its start. The recent share is kept in ew.s_aux.
+ * A burst that has ended is no burst: when the entity's count over the last ENT_NOW events is
+ * not itself in excess (p > 0.05), the statistic is the weaker of the two windows'. The
+ * 128-event count holds a burst for ~100 events after its end, and every ordinary event of the
+ * entity then was flagged (a password spray through the login resource: the resource's
+ * legitimate logins after it). Only as a gate: the short count alone is a session's (a web
+ * client's page and its assets: 4-6 of 32 events), and it cannot tell a scanner from one. Its
+ * share is kept in ew.s_mid (cbad_rate_ew_learn's own 256-event share is overwritten). */
 static double ent_burst(const ent *x, uint64_t now, double prior, double *ret_obs,
 			double *ret_exp)
 {
 	const double ws = CBAD_ENTITY_RATE_SHORT, wr = CBAD_ENTITY_RATE_BEFORE;
-	const double wl = CBAD_RATE_LONG;
+	const double wl = CBAD_RATE_LONG, wn = ENT_NOW;
+	double cn, s1, s2;
 	/* the events between the last occurrence and this one: its learn decayed once already */
 	uint64_t dt = now > x->ew.last ? now - x->ew.last - 1 : 0;
 	double cs = (double)x->ew.s_short * ew_decay(ws, dt) * ws;
@@ -298,9 +308,12 @@ static double ent_burst(const ent *x, uint64_t now, double prior, double *ret_ob
 
 	if (share < prior)
 		share = prior;
+	cn = (double)x->ew.s_mid * ew_decay(wn, dt) * wn + 1.0;
 	*ret_obs = cs + 1.0;
 	*ret_exp = share * ws;
-	return -cbad_rate_log10_upper(*ret_obs, *ret_exp);
+	s1 = -cbad_rate_log10_upper(*ret_obs, *ret_exp);
+	s2 = -cbad_rate_log10_upper(cn, share * wn);
+	return s2 >= ENT_NOW_STAT ? s1 : fmin(s1, s2);
 }
 
 /* Counts one occurrence of the entity at stream index now in its shares. */
@@ -309,10 +322,12 @@ static void ent_count(ent *x, uint64_t now)
 	const double wr = CBAD_ENTITY_RATE_BEFORE;
 	uint64_t dt = now > x->ew.last ? now - x->ew.last - 1 : 0;
 	double r = (double)x->ew.s_aux * ew_decay(wr, dt);
+	double q = (double)x->ew.s_mid * ew_decay(ENT_NOW, dt);
 
 	/* before the EW shares learn: they move ew.last */
 	x->ew.s_aux = (float)(r + (1.0 - r) / wr);
 	cbad_rate_ew_learn(&x->ew, now, CBAD_ENTITY_RATE_SHORT, CBAD_RATE_LONG);
+	x->ew.s_mid = (float)(q + (1.0 - q) / ENT_NOW); /* the ENT_NOW share, not the 256 one */
 }
 
 static double level_sigma(const elevel *l, double res)

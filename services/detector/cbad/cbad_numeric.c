@@ -66,7 +66,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x444d554eu    /* "NUMD": entity levels, daily shapes, lasting shares */
+#define STATE_TAG 0x464d554eu    /* "NUMF": entities' 32-event shares, daily shapes, lasting shares */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -1060,17 +1060,20 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 	bool judge_hour = n->first_ts > 0 && n->last_ts - n->first_ts >= HOUR_SPAN_MS;
 
 	uint32_t lmask = 0;
+	double cv[CBAD_ENTITY_MAX_VALUES];
 
 	if (ev->ts_ms > 0)
 		hour = (int64_t)(ev->ts_ms / 3600000);
-	/* the long-run level is for measurements: a field that is a rate kind's categories (a
-	 * status) has codes, and any other code would be an infinite z */
+	/* an entity's and a context's value models are for measurements: a field that is a rate
+	 * kind's categories (a status) has codes, and any other code than an entity's usual one
+	 * would be an infinite z (web-access: a client's first 201 or 304, 7 false flags) */
 	for (uint32_t v = 0; v < n->nent_values; v++) {
 		bool cat = false;
 
 		for (uint32_t c = 0; c < n->ncat; c++)
 			cat |= n->cat_hash[c] == n->v[v].hash;
 		lmask |= cat ? 0u : 1u << v;
+		cv[v] = cat ? NAN : evals[v];
 	}
 	for (uint32_t e = 0; e < n->nent + n->nctx; e++) {
 		const cbad_json_field *ef = find_field(f, nf, n->ent_hash[e]);
@@ -1085,17 +1088,7 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 		cbad_entity_set_level_mask(n->ent[e], lmask);
 		if (ctx) {
 			/* a context is the value's shape, and only its value models speak: its share
-			 * of events is a kind's rate, and its hours are not who acts. Numeric fields
-			 * that are categorical kinds (status 200/404) are left out: constant within
-			 * a context, any other code would be an infinite z */
-			double cv[CBAD_ENTITY_MAX_VALUES];
-
-			for (uint32_t v = 0; v < n->nent_values; v++) {
-				cv[v] = evals[v];
-				for (uint32_t c = 0; c < n->ncat; c++)
-					if (n->cat_hash[c] == n->v[v].hash)
-						cv[v] = NAN;
-			}
+			 * of events is a kind's rate, and its hours are not who acts */
 			key = shape_hash(ef->str, ef->str_len, n->ent_label[e], CBAD_ENTITY_LABEL_MAX) ^
 			      n->ent_hash[e];
 			k = cbad_entity_observe(n->ent[e], key, n->ent_label[e], strlen(n->ent_label[e]),
@@ -1103,7 +1096,7 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 						sizeof(es) / sizeof(es[0]));
 		} else {
 			key = cbad_json_hash(n->ent_hash[e], ef->str, ef->str_len);
-			k = cbad_entity_observe(n->ent[e], key, ef->str, ef->str_len, evals, hour,
+			k = cbad_entity_observe(n->ent[e], key, ef->str, ef->str_len, cv, hour,
 						judge_hour, n->t, learn, es, sizeof(es) / sizeof(es[0]));
 			copy_trunc(n->ent_label[e], CBAD_ENTITY_LABEL_MAX, ef->str, ef->str_len);
 		}
