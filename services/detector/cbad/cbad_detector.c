@@ -980,10 +980,15 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		goto out_corrupt;
 	if (d->text && cbad_text_load(d->text, &r))
 		goto out_corrupt;
-	if (cbad_archive_load(d->arch, &r))
+	rc = cbad_archive_load(d->arch, &r);
+	if (rc == -ENOMEM) {
+		rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
+		goto out_free;
+	}
+	if (rc || r.failed || r.off != r.len) {
+		rc = -EINVAL;
 		goto out_corrupt;
-	if (r.failed || r.off != r.len)
-		goto out_corrupt;
+	}
 	free(raw);
 	*ret = d;
 	return 0;
