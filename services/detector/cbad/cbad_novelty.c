@@ -22,10 +22,12 @@
 /* zstd sizes a context's workspace from each input's length (its tables and block buffers
  * follow the input's size, about 16 KiB more per doubling: 26 KiB for an empty input, 33 KiB
  * at 512 B, 74 KiB at 4 KiB) and keeps the largest it ever needed. The kept context codes
- * inputs up to this length; a longer one is coded by a context made for it and freed at once,
- * so one long event does not hold 40 KiB more for the stream's life. The frame does not
+ * inputs up to this length into a scratch of their bound; a longer one is coded by a context
+ * and into an output made for it, both freed at once, so one long event does not hold 40 KiB
+ * more for the stream's life. The frame does not
  * depend on which context codes it (same parameters, same input, same dictionary). */
 #define CCTX_KEEP_LEN 512u
+#define COMPRESS_OOM SIZE_MAX /* compress(): out of memory, nothing to remember */
 
 struct cbad_novelty {
 	int level;
@@ -84,27 +86,34 @@ static ZSTD_CCtx *cctx_create(const ZSTD_compressionParameters *cp)
 	return c;
 }
 
-/* Compressed size of src[0..len), with the CDict when there is one. Out of memory or on a
- * coder error, len + 16 (as incompressible). */
+/* Compressed size of src[0..len), with the CDict when there is one. On a coder error,
+ * len + 16 (as incompressible); out of memory, COMPRESS_OOM. */
 static size_t compress(cbad_novelty *n, const void *src, size_t len, bool with_dict)
 {
 	ZSTD_CCtx *c = n->cctx;
-	size_t r;
+	unsigned char *out = n->scratch;
+	size_t cap = n->scratch_cap, r;
 
 	if (len > CCTX_KEEP_LEN) {
+		cap = ZSTD_compressBound(len);
 		c = cctx_create(&n->cp);
-		if (!c)
-			return len + 16;
+		out = malloc(cap);
+		if (!c || !out) {
+			ZSTD_freeCCtx(c);
+			free(out);
+			return COMPRESS_OOM;
+		}
 	}
 	/* The direct call skips compress2's per-call parameter resolution; the frame is the
 	 * same: no content size, checksum or dict id, the CDict's parameters. */
 	if (with_dict && n->cdict)
-		r = ZSTD_compress_usingCDict_advanced(c, n->scratch, n->scratch_cap, src, len,
-						      n->cdict, n->fp);
+		r = ZSTD_compress_usingCDict_advanced(c, out, cap, src, len, n->cdict, n->fp);
 	else
-		r = ZSTD_compress2(c, n->scratch, n->scratch_cap, src, len);
-	if (c != n->cctx)
+		r = ZSTD_compress2(c, out, cap, src, len);
+	if (c != n->cctx) {
 		ZSTD_freeCCtx(c);
+		free(out);
+	}
 	return ZSTD_isError(r) ? len + 16 : r;
 }
 
@@ -116,21 +125,6 @@ static size_t compress_alone(cbad_novelty *n, const void *src, size_t len)
 static size_t compress_dict(cbad_novelty *n, const void *src, size_t len)
 {
 	return compress(n, src, len, true);
-}
-
-static int ensure_scratch(cbad_novelty *n, size_t len)
-{
-	size_t need = ZSTD_compressBound(len);
-	unsigned char *p;
-
-	if (need <= n->scratch_cap)
-		return 0;
-	p = realloc(n->scratch, need);
-	if (!p)
-		return -ENOMEM;
-	n->scratch = p;
-	n->scratch_cap = need;
-	return 0;
 }
 
 int cbad_novelty_new(int level, size_t max_dict, cbad_novelty **ret)
@@ -152,7 +146,9 @@ int cbad_novelty_new(int level, size_t max_dict, cbad_novelty **ret)
 	n->cp.targetLength = 0;
 	n->fp = (ZSTD_frameParameters){.contentSizeFlag = 0, .checksumFlag = 0, .noDictIDFlag = 1};
 	n->cctx = cctx_create(&n->cp);
-	if (!n->cctx || ensure_scratch(n, 4096)) {
+	n->scratch_cap = ZSTD_compressBound(CCTX_KEEP_LEN);
+	n->scratch = malloc(n->scratch_cap);
+	if (!n->cctx || !n->scratch) {
 		cbad_novelty_free(n);
 		return -ENOMEM;
 	}
@@ -195,9 +191,9 @@ double cbad_novelty_bits(cbad_novelty *n, const void *src, size_t len)
 	if (n->memo_key[slot] == key) {
 		c = n->memo_bytes[slot];
 	} else {
-		if (ensure_scratch(n, len))
-			return 8.0 * (double)len;
 		c = compress_dict(n, src, len);
+		if (c == COMPRESS_OOM)
+			return 8.0 * (double)len;
 		n->memo_key[slot] = key;
 		n->memo_bytes[slot] = (uint32_t)c;
 	}
@@ -208,9 +204,9 @@ double cbad_novelty_bits_alone(cbad_novelty *n, const void *src, size_t len)
 {
 	size_t c;
 
-	if (ensure_scratch(n, len))
-		return 8.0 * (double)len;
 	c = compress_alone(n, src, len);
+	if (c == COMPRESS_OOM)
+		return 8.0 * (double)len;
 	return 8.0 * (double)(c > n->overhead_alone ? c - n->overhead_alone : 0);
 }
 
