@@ -110,6 +110,43 @@ START_TEST(test_state_roundtrip)
 }
 END_TEST
 
+/* The exemplars' bytes are allocated with the first exemplar; an empty archive saves and loads
+ * without them. Slot counts beyond 16 bits are refused. */
+START_TEST(test_bytes_on_first_exemplar)
+{
+	cbad_archive *a, *b, *c;
+	cbad_writer w = {0};
+	cbad_reader r;
+	size_t empty;
+
+	ck_assert_int_eq(cbad_archive_new(65537, &c), -EINVAL);
+	ck_assert_int_eq(cbad_archive_new(0, &c), -EINVAL);
+	ck_assert_int_eq(cbad_archive_new(16, &a), 0);
+	ck_assert_int_eq(cbad_archive_new(16, &b), 0);
+	empty = cbad_archive_memory(a);
+	ck_assert_uint_lt(empty, CBAD_ARCHIVE_BYTES);
+	cbad_archive_save(a, &w);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_archive_load(b, &r), 0);
+	ck_assert_uint_eq(cbad_archive_memory(b), empty);
+	cbad_writer_free(&w);
+	for (int i = 0; i < CBAD_ARCHIVE_NORMALS; i++)
+		cbad_archive_note(a, 5, true);
+	cbad_archive_note(a, 5, false);
+	ck_assert(cbad_archive_offer(a, 5, form, sizeof(form) - 1));
+	ck_assert_uint_eq(cbad_archive_memory(a), empty + CBAD_ARCHIVE_BYTES);
+	w = (cbad_writer){0};
+	cbad_archive_save(a, &w);
+	cbad_reader_init(&r, w.buf, w.len);
+	ck_assert_int_eq(cbad_archive_load(b, &r), 0);
+	ck_assert_uint_eq(cbad_archive_len(b), sizeof(form));
+	ck_assert_uint_eq(cbad_archive_memory(b), empty + CBAD_ARCHIVE_BYTES);
+	cbad_writer_free(&w);
+	cbad_archive_free(a);
+	cbad_archive_free(b);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cbad_archive");
@@ -120,6 +157,7 @@ int main(void)
 	tcase_add_test(tc, test_keeps_recurring_normal_forms_only);
 	tcase_add_test(tc, test_bounded_oldest_dropped);
 	tcase_add_test(tc, test_state_roundtrip);
+	tcase_add_test(tc, test_bytes_on_first_exemplar);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -174,6 +174,43 @@ START_TEST(test_state_round_trip)
 }
 END_TEST
 
+/* Whole-number scores are held as floats (half the memory); the first score that is not a float
+ * moves them to doubles. Either way the ranks are those of the exact scores, checked against
+ * a plain count over the last cap scores, across the move and ring turns. */
+START_TEST(test_narrow_until_inexact)
+{
+	enum { CAP = 64 };
+	cbad_calib *c;
+	double last[CAP];
+	size_t narrow;
+
+	ck_assert_int_eq(cbad_calib_new(CAP, 1.0, &c), 0);
+	for (int i = 0; i < 400; i++) {
+		double s = i < 200 ? (double)(8 * (i * 37 % 101)) : 0.1 * (i * 53 % 97);
+
+		if (i == 150)
+			narrow = cbad_calib_memory(c);
+		cbad_calib_add(c, s);
+		last[i % CAP] = s;
+		for (int q = 0; q < 5; q++) {
+			uint32_t n = i + 1 < CAP ? (uint32_t)i + 1 : CAP, ge = 0;
+			double t = last[(uint32_t)(i * 7 + q) % n];
+
+			for (uint32_t k = 0; k < n; k++)
+				ge += last[k] >= t;
+			ck_assert_double_eq(cbad_calib_pvalue(c, t), (1.0 + ge) * (1.0 / (1.0 + n)));
+		}
+	}
+	ck_assert_uint_lt(narrow, cbad_calib_memory(c));
+	ck_assert_uint_le(narrow + CAP * 2 * sizeof(float), cbad_calib_memory(c));
+	/* A score just beyond float precision is kept exactly. */
+	cbad_calib_add(c, 1.0 + 1e-12);
+	ck_assert_double_eq_tol(cbad_calib_pvalue(c, 1.0 + 1e-12) - cbad_calib_pvalue(c, 1.0 + 2e-12),
+				1.0 / (1.0 + CAP), 1e-12);
+	cbad_calib_free(c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *su = suite_create("cbad_calib");
@@ -187,6 +224,7 @@ int main(void)
 	tcase_add_test(tc, test_capped_add);
 	tcase_add_test(tc, test_state_round_trip);
 	tcase_add_test(tc, test_full_ring_order);
+	tcase_add_test(tc, test_narrow_until_inexact);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);

@@ -514,6 +514,57 @@ START_TEST(test_set_sensitivity_and_memory)
 }
 END_TEST
 
+/* One form over and over: the baseline keeps TEMPLATE_COPIES of it, a few hundred bytes. */
+static void run_one_form(cbad_detector *d, int from, int n, cbad_result *out)
+{
+	char buf[128];
+
+	for (int i = from; i < from + n; i++) {
+		int len = snprintf(buf, sizeof(buf), "{\"level\":\"info\",\"msg\":\"tick\",\"n\":%d}", i);
+
+		ck_assert_int_eq(cbad_detector_process(d, buf, (size_t)len, 1710248400000 + i * 100LL,
+						       out ? &out[i - from] : &(cbad_result){0}),
+				 0);
+	}
+}
+
+/* The dictionary's buffer follows what the dictionary needs: a stream of few forms does not
+ * hold the 56 KiB of a full baseline and archive, a varied one grows it (with what a hop
+ * appends and zstd's tables), and a state saved after that restores the same results. */
+START_TEST(test_dictionary_buffer_follows_need)
+{
+	cbad_settings s;
+	cbad_detector *d = NULL, *b = NULL;
+	cbad_status st;
+	size_t few, many;
+	cbad_result *ra = calloc(500, sizeof(*ra)), *rb = calloc(500, sizeof(*rb));
+	void *buf = NULL;
+	size_t len = 0;
+	char err[256];
+
+	cbad_settings_default(&s);
+	ck_assert_int_eq(cbad_detector_new_channels(&s, CBAD_CHANNEL_DRIFT, &d, err, sizeof(err)), 0);
+	run_one_form(d, 0, 3000, NULL);
+	cbad_detector_status(d, &st);
+	few = st.memory_bytes;
+	run_varied(d, 3000, 3000, NULL);
+	cbad_detector_status(d, &st);
+	many = st.memory_bytes;
+	ck_assert_uint_ge(many, few + 64 * 1024);
+	run_one_form(d, 6000, 300, NULL);
+	ck_assert_int_eq(cbad_detector_save(d, &buf, &len, err, sizeof(err)), 0);
+	ck_assert_int_eq(cbad_detector_load(buf, len, &b, err, sizeof(err)), 0);
+	run(d, 7, 9000, 500, ra);
+	run(b, 7, 9000, 500, rb);
+	ck_assert_int_eq(memcmp(ra, rb, 500 * sizeof(*ra)), 0);
+	free(buf);
+	free(ra);
+	free(rb);
+	cbad_detector_free(b);
+	cbad_detector_free(d);
+}
+END_TEST
+
 /* A drift of the mix (a rare template becomes the majority for a while): the window is the
  * anomaly, so its other events are flagged too; once the mix is back and the window has
  * moved on (its newest step is back to the usual mix), nothing is flagged as a window. */
@@ -586,6 +637,7 @@ int main(void)
 	tcase_add_test(tc, test_idle_same_results);
 	tcase_add_test(tc, test_sensitivity_monotone);
 	tcase_add_test(tc, test_set_sensitivity_and_memory);
+	tcase_add_test(tc, test_dictionary_buffer_follows_need);
 	tcase_add_test(tc, test_drift_window_flagged);
 	tcase_add_test(tc, test_bad_settings_refused);
 	tcase_add_test(tc, test_text_channel);

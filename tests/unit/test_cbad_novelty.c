@@ -99,6 +99,40 @@ START_TEST(test_memo_follows_the_dictionary)
 }
 END_TEST
 
+/* A long input is coded by a context made for it: its cost is the one any coder computes, and
+ * the coder does not keep the larger workspace zstd sized for it. */
+START_TEST(test_long_input_leaves_no_workspace)
+{
+	cbad_novelty *a, *fresh;
+	const char *ev = "{\"method\":\"GET\",\"path\":\"/api/v1/items/2\",\"status\":404}";
+	static char longer[8192];
+	size_t held;
+	double bits;
+
+	make_base();
+	for (size_t i = 0; i < sizeof(longer); i++)
+		longer[i] = base[(i * 7) % base_len] ^ (char)(i / 512);
+	ck_assert_int_eq(cbad_novelty_new(3, sizeof(base), &a), 0);
+	ck_assert_int_eq(cbad_novelty_new(3, sizeof(base), &fresh), 0);
+	ck_assert_int_eq(cbad_novelty_rebuild(a, base, base_len), 0);
+	ck_assert_int_eq(cbad_novelty_rebuild(fresh, base, base_len), 0);
+	bits = cbad_novelty_bits(fresh, longer, sizeof(longer));
+	cbad_novelty_bits(a, ev, strlen(ev));
+	cbad_novelty_bits_alone(a, longer, 600);
+	cbad_novelty_bits(a, longer, 100);
+	held = cbad_novelty_memory(a);
+	ck_assert_double_eq(cbad_novelty_bits(a, longer, sizeof(longer)), bits);
+	ck_assert_double_eq(cbad_novelty_bits_alone(a, longer, sizeof(longer)),
+			    cbad_novelty_bits_alone(fresh, longer, sizeof(longer)));
+	/* Nothing grows: zstd's own workspace for 8 KiB would be about 60 KiB more, its output
+	 * bound 8 KiB. */
+	ck_assert_uint_eq(cbad_novelty_memory(a), held);
+	ck_assert_double_eq(cbad_novelty_bits(a, ev, strlen(ev)), cbad_novelty_bits(fresh, ev, strlen(ev)));
+	cbad_novelty_free(a);
+	cbad_novelty_free(fresh);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *su = suite_create("cbad_novelty");
@@ -109,6 +143,7 @@ int main(void)
 	tcase_add_test(tc, test_known_is_cheap_novel_is_costly);
 	tcase_add_test(tc, test_memo_follows_the_dictionary);
 	tcase_add_test(tc, test_deterministic_and_clear);
+	tcase_add_test(tc, test_long_input_leaves_no_workspace);
 	suite_add_tcase(su, tc);
 	sr = srunner_create(su);
 	srunner_run_all(sr, CK_NORMAL);

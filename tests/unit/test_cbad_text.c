@@ -123,12 +123,15 @@ START_TEST(test_recurring_text_learned)
 	char ev[512];
 	const char *odd = "Gerne helfe ich dir dabei. Die Antwort lautet wie folgt. Viel Erfolg!";
 	double first = 1.0, last = 1.0, first_stat = 0, last_stat = 0;
+	size_t held = 0;
 
 	rng = 0x77ull;
 	ck_assert_int_eq(cbad_text_new(&t), 0);
 	for (int i = 0; i < CBAD_TEXT_HEURISTIC + 1500; i++)
 		observe(t, false, &sig, &nsig);
 	for (int i = 0; i < 1200; i++) {
+		if (i == 0)
+			held = cbad_text_memory(t);
 		if (i % 100 == 0) {
 			int n = snprintf(ev, sizeof(ev), "{\"id\":\"%08x\",\"answer\":\"%s\"}", next(), odd);
 
@@ -137,6 +140,11 @@ START_TEST(test_recurring_text_learned)
 			if (i == 0) {
 				first = sig.p_value;
 				first_stat = sig.stat;
+			}
+			/* The quarantined text holds its own bytes (at most 256) while it waits. */
+			if (i == 0) {
+				ck_assert_uint_gt(cbad_text_memory(t), held);
+				ck_assert_uint_le(cbad_text_memory(t), held + 256);
 			}
 			last = sig.p_value;
 			last_stat = sig.stat;

@@ -24,15 +24,21 @@ struct cbad_archive {
 	uint8_t *slot;
 	uint32_t head, used; /* the byte ring */
 	uint32_t ehead, ne;  /* the exemplar ring: lengths and slots */
-	uint32_t elen[ARCHIVE_EVENTS];
-	uint32_t eslot[ARCHIVE_EVENTS];
-	uint8_t ring[CBAD_ARCHIVE_BYTES];
+	uint16_t elen[ARCHIVE_EVENTS];  /* <= CBAD_ARCHIVE_MAX_EVENT + 1 */
+	uint16_t eslot[ARCHIVE_EVENTS]; /* < slots <= 65536 */
+	/* CBAD_ARCHIVE_BYTES, allocated with the first exemplar: a stream whose rare forms never
+	 * recur (or that has none) does not pay for it. */
+	uint8_t *ring;
 };
+_Static_assert(CBAD_ARCHIVE_MAX_EVENT + 1 <= UINT16_MAX, "an exemplar's length fits elen");
 
 int cbad_archive_new(uint32_t slots, cbad_archive **ret)
 {
-	cbad_archive *a = calloc(1, sizeof(*a));
+	cbad_archive *a;
 
+	if (slots == 0 || slots > 65536)
+		return -EINVAL;
+	a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	a->slots = slots;
@@ -50,6 +56,7 @@ void cbad_archive_free(cbad_archive *a)
 	if (!a)
 		return;
 	free(a->slot);
+	free(a->ring);
 	free(a);
 }
 
@@ -81,6 +88,8 @@ bool cbad_archive_offer(cbad_archive *a, uint32_t slot, const uint8_t *p, uint32
 		return false;
 	if (len > CBAD_ARCHIVE_MAX_EVENT)
 		len = CBAD_ARCHIVE_MAX_EVENT;
+	if (!a->ring && !(a->ring = malloc(CBAD_ARCHIVE_BYTES)))
+		return false; /* out of memory: not kept */
 	n = len + 1;
 	while (a->ne > 0 && (a->used + n > CBAD_ARCHIVE_BYTES || a->ne == ARCHIVE_EVENTS))
 		drop_oldest(a);
@@ -91,8 +100,8 @@ bool cbad_archive_offer(cbad_archive *a, uint32_t slot, const uint8_t *p, uint32
 	}
 	a->used += n;
 	i = (a->ehead + a->ne++) % ARCHIVE_EVENTS;
-	a->elen[i] = n;
-	a->eslot[i] = slot;
+	a->elen[i] = (uint16_t)n;
+	a->eslot[i] = (uint16_t)slot;
 	a->slot[slot] |= KEPT;
 	return true;
 }
@@ -106,13 +115,15 @@ void cbad_archive_copy(const cbad_archive *a, uint8_t *out)
 {
 	uint32_t first = CBAD_ARCHIVE_BYTES - a->head < a->used ? CBAD_ARCHIVE_BYTES - a->head : a->used;
 
+	if (!a->used)
+		return;
 	memcpy(out, a->ring + a->head, first);
 	memcpy(out + first, a->ring, a->used - first);
 }
 
 size_t cbad_archive_memory(const cbad_archive *a)
 {
-	return a ? sizeof(*a) + (size_t)a->slots : 0;
+	return a ? sizeof(*a) + (size_t)a->slots + (a->ring ? CBAD_ARCHIVE_BYTES : 0) : 0;
 }
 
 void cbad_archive_save(const cbad_archive *a, cbad_writer *w)
@@ -142,14 +153,18 @@ int cbad_archive_load(cbad_archive *a, cbad_reader *r)
 	}
 	a->ne = cbad_r_count(r, ARCHIVE_EVENTS);
 	for (uint32_t k = 0; k < a->ne && !r->failed; k++) {
-		a->elen[k] = cbad_r_u32(r);
-		a->eslot[k] = cbad_r_u32(r);
-		total += a->elen[k];
-		if (a->elen[k] < 2 || a->elen[k] > CBAD_ARCHIVE_MAX_EVENT + 1 ||
-		    total > CBAD_ARCHIVE_BYTES || a->eslot[k] >= a->slots || (a->slot[a->eslot[k]] & KEPT))
+		uint32_t len = cbad_r_u32(r), slot = cbad_r_u32(r);
+
+		total += len;
+		if (len < 2 || len > CBAD_ARCHIVE_MAX_EVENT + 1 || total > CBAD_ARCHIVE_BYTES ||
+		    slot >= a->slots || (a->slot[slot] & KEPT))
 			return -EINVAL;
-		a->slot[a->eslot[k]] |= KEPT;
+		a->elen[k] = (uint16_t)len;
+		a->eslot[k] = (uint16_t)slot;
+		a->slot[slot] |= KEPT;
 	}
+	if (total && !a->ring && !(a->ring = malloc(CBAD_ARCHIVE_BYTES)))
+		return -ENOMEM;
 	if (r->failed || !cbad_r_bytes(r, a->ring, total))
 		return -EINVAL;
 	a->used = total;

@@ -15,8 +15,8 @@
 
 typedef struct cbad_archive cbad_archive;
 
-/* Creates an empty archive over template slots 0..slots-1. Returns 0 or -ENOMEM (*ret
- * untouched). */
+/* Creates an empty archive over template slots 0..slots-1 (1..65536). The exemplars' 8 KiB
+ * are allocated with the first exemplar. Returns 0, -EINVAL or -ENOMEM (*ret untouched). */
 int cbad_archive_new(uint32_t slots, cbad_archive **ret);
 /* Accepts NULL. */
 void cbad_archive_free(cbad_archive *a);
@@ -36,7 +36,7 @@ size_t cbad_archive_memory(const cbad_archive *a);
 
 void cbad_archive_save(const cbad_archive *a, cbad_writer *w);
 /* Restores a state written by cbad_archive_save into an archive made with the same slots.
- * Returns 0 or -EINVAL. */
+ * Returns 0, -EINVAL or -ENOMEM. */
 int cbad_archive_load(cbad_archive *a, cbad_reader *r);
 
 #endif /* DL_CBAD_ARCHIVE_H */

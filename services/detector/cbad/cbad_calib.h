@@ -21,7 +21,10 @@ int cbad_calib_new(uint32_t cap, double min_scale, cbad_calib **ret);
  * that extreme scores stay ordered. n == 0 gives 1. O(log n). */
 double cbad_calib_pvalue(const cbad_calib *c, double s);
 
-/* Remembers s (forgetting the oldest once full). O(n) memmove of a sorted array. */
+/* Remembers s (forgetting the oldest once full). O(n) memmove of a sorted array. Scores are
+ * stored as floats (4 B) while all of them are exact floats, as doubles (8 B) from the first
+ * that is not, so ranks and p-values are always those of the exact scores. Out of memory
+ * while moving to doubles, s is not remembered. */
 void cbad_calib_add(cbad_calib *c, double s);
 
 /* Remembers an anomaly's score: as it is when it is within one tail scale of the largest
@@ -39,7 +42,8 @@ double cbad_calib_quantile(const cbad_calib *c, double q);
 size_t cbad_calib_memory(const cbad_calib *c);
 
 void cbad_calib_save(const cbad_calib *c, cbad_writer *w);
-/* Loads into a calibrator created with the same cap; -EINVAL when the state is corrupt. */
+/* Loads into a calibrator created with the same cap; -EINVAL when the state is corrupt,
+ * -ENOMEM when out of memory. */
 int cbad_calib_load(cbad_calib *c, cbad_reader *r);
 
 void cbad_calib_free(cbad_calib *c);

@@ -68,6 +68,7 @@ struct cbad_detector {
 	 * bytes of the two (evicted since): one copy of the baseline instead of a ring and a
 	 * linear copy of it for the CDict, and a rebuild moves only the difference. */
 	uint8_t *dict;
+	uint32_t dict_cap; /* allocated as the dictionary needs it: few templates, few bytes */
 	uint32_t aoff; /* archive bytes in front of the baseline in dict */
 	uint32_t dict_len; /* baseline bytes in dict, after the archive */
 	uint8_t *pend;
@@ -164,11 +165,10 @@ int cbad_detector_new_channels(const cbad_settings *s, uint32_t channels, cbad_d
 	d->channels = channels;
 	d->alpha = cbad_sensitivity_alpha(s->sensitivity);
 	d->bcap = s->baseline_bytes;
-	d->dict = malloc(d->bcap + CBAD_ARCHIVE_BYTES);
 	d->blen = calloc(s->baseline_events, sizeof(uint32_t));
 	d->btmpl = calloc(s->baseline_events, sizeof(uint16_t));
 	d->canon = malloc(s->max_event_bytes + 1);
-	if (!d->dict || !d->blen || !d->btmpl || !d->canon ||
+	if (!d->blen || !d->btmpl || !d->canon ||
 	    cbad_archive_new(TEMPLATE_SLOTS, &d->arch) ||
 	    cbad_novelty_new(s->zstd_level, s->baseline_bytes + CBAD_ARCHIVE_BYTES, &d->nov) ||
 	    cbad_calib_new(NOVELTY_HISTORY, NOVELTY_MIN_SCALE, &d->ncal) ||
@@ -348,14 +348,55 @@ static void hop_end(cbad_detector *d)
 	d->rebuilds++;
 }
 
+/* Capacity for a dictionary of need bytes: an eighth of headroom (in KiB), at most the
+ * largest dictionary (the baseline and the archive full). */
+static uint32_t dict_cap_for(const cbad_detector *d, uint32_t need)
+{
+	uint32_t cap = (need + need / 8 + 1024u) & ~1023u;
+
+	return cap < d->bcap + CBAD_ARCHIVE_BYTES ? cap : d->bcap + CBAD_ARCHIVE_BYTES;
+}
+
+/* Builds the CDict a finished hop asked for into a new buffer of the size it needs (the
+ * dictionary outgrew its buffer, or uses less than half of it): the old CDict refers to the
+ * old buffer, which is freed only once the new CDict exists. Out of memory nothing changes and
+ * the build stays due. Returns true when it built. */
+static bool rebuild_moved(cbad_detector *d, uint32_t alen)
+{
+	uint32_t cap = dict_cap_for(d, alen + d->bused);
+	uint8_t *nd = malloc(cap);
+
+	if (!nd)
+		return false;
+	baseline_linear(d, nd + alen);
+	cbad_archive_copy(d->arch, nd);
+	if (cbad_novelty_rebuild(d->nov, nd, alen + d->bused)) {
+		free(nd);
+		return false;
+	}
+	free(d->dict);
+	d->dict = nd;
+	d->dict_cap = cap;
+	d->aoff = alen;
+	d->dict_len = d->bused;
+	d->bhead = 0;
+	d->pend_len = 0;
+	d->bchanged = false;
+	d->rebuild_due = false;
+	return true;
+}
+
 /* Builds the CDict a finished hop asked for. Returns true when there was one to build. */
 static bool rebuild_run(cbad_detector *d)
 {
-	uint32_t alen;
+	uint32_t alen, need;
 
 	if (!d->rebuild_due)
 		return false;
 	alen = cbad_archive_len(d->arch);
+	need = alen + d->bused;
+	if (!d->dict || need > d->dict_cap || need < d->dict_cap / 2)
+		return rebuild_moved(d, alen);
 	/* The old CDict is not used again once dict starts to change. The baseline moves
 	 * first (it may overlap where the archive goes), then the archive goes in front:
 	 * zstd reaches the newest bytes (the baseline) most cheaply. */
@@ -645,11 +686,11 @@ void cbad_detector_status(const cbad_detector *d, cbad_status *ret)
 	ret->progress = ret->calibrating ? (double)d->seen / warm_up_events(&d->s) : 1.0;
 	ret->events_seen = d->seen;
 	ret->anomalies = d->anomalies;
-	ret->memory_bytes = sizeof(*d) + (size_t)d->bcap + d->pend_cap + d->q_held +
+	ret->memory_bytes = sizeof(*d) + (size_t)d->dict_cap + d->pend_cap + d->q_held +
 			    d->s.baseline_events * (sizeof(uint32_t) + sizeof(uint16_t)) + d->s.max_event_bytes + 1 +
 			    cbad_novelty_memory(d->nov) + cbad_calib_memory(d->ncal) +
 			    cbad_drift_memory(d->drift) + (d->num ? cbad_numeric_memory(d->num) : 0) +
-			    cbad_text_memory(d->text) + cbad_archive_memory(d->arch) + CBAD_ARCHIVE_BYTES;
+			    cbad_text_memory(d->text) + cbad_archive_memory(d->arch);
 }
 
 int cbad_detector_set_sensitivity(cbad_detector *d, double sensitivity)
@@ -892,7 +933,18 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 	d->nb = nb;
 	d->bused = bused;
 	d->dict_len = cbad_r_count(&r, d->bcap + CBAD_ARCHIVE_BYTES);
-	if (r.failed || !cbad_r_bytes(&r, d->dict, d->dict_len) || d->since_rebuild >= s.hop_events)
+	if (r.failed)
+		goto out_corrupt;
+	if (d->dict_len) {
+		/* No CDict refers to dict yet. */
+		d->dict_cap = dict_cap_for(d, d->dict_len);
+		d->dict = malloc(d->dict_cap);
+		if (!d->dict) {
+			rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
+			goto out_free;
+		}
+	}
+	if (!cbad_r_bytes(&r, d->dict, d->dict_len) || d->since_rebuild >= s.hop_events)
 		goto out_corrupt;
 	d->aoff = 0; /* the saved dictionary, archive and all, is all evicted: the baseline is in pend */
 	d->bhead = d->dict_len;
@@ -928,10 +980,15 @@ int cbad_detector_load(const void *buf, size_t len, cbad_detector **ret, char *e
 		goto out_corrupt;
 	if (d->text && cbad_text_load(d->text, &r))
 		goto out_corrupt;
-	if (cbad_archive_load(d->arch, &r))
+	rc = cbad_archive_load(d->arch, &r);
+	if (rc == -ENOMEM) {
+		rc = fail(errbuf, errlen, -ENOMEM, "state: out of memory");
+		goto out_free;
+	}
+	if (rc || r.failed || r.off != r.len) {
+		rc = -EINVAL;
 		goto out_corrupt;
-	if (r.failed || r.off != r.len)
-		goto out_corrupt;
+	}
 	free(raw);
 	*ret = d;
 	return 0;

@@ -19,6 +19,15 @@
  * forms), and an identical input under an identical dictionary costs the same, so a hit
  * skips the coder. The table is cleared whenever the dictionary changes. */
 #define MEMO_SLOTS 512u
+/* zstd sizes a context's workspace from each input's length (its tables and block buffers
+ * follow the input's size, about 16 KiB more per doubling: 26 KiB for an empty input, 33 KiB
+ * at 512 B, 74 KiB at 4 KiB) and keeps the largest it ever needed. The kept context codes
+ * inputs up to this length into a scratch of their bound; a longer one is coded by a context
+ * and into an output made for it, both freed at once, so one long event does not hold 40 KiB
+ * more for the stream's life. The frame does not
+ * depend on which context codes it (same parameters, same input, same dictionary). */
+#define CCTX_KEEP_LEN 512u
+#define COMPRESS_OOM SIZE_MAX /* compress(): out of memory, nothing to remember */
 
 struct cbad_novelty {
 	int level;
@@ -53,40 +62,69 @@ static uint64_t memo_hash(const void *src, size_t len)
 	return h ? h : 1;
 }
 
+/* A context with the coder's parameters (those of compress_alone; a CDict brings its own).
+ * NULL when out of memory. */
+static ZSTD_CCtx *cctx_create(const ZSTD_compressionParameters *cp)
+{
+	ZSTD_CCtx *c = ZSTD_createCCtx();
+
+	if (!c)
+		return NULL;
+	if (ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_dictIDFlag, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, (int)cp->windowLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_hashLog, (int)cp->hashLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_chainLog, (int)cp->chainLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_searchLog, (int)cp->searchLog)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_minMatch, (int)cp->minMatch)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_targetLength, 0)) ||
+	    ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_strategy, (int)cp->strategy))) {
+		ZSTD_freeCCtx(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Compressed size of src[0..len), with the CDict when there is one. On a coder error,
+ * len + 16 (as incompressible); out of memory, COMPRESS_OOM. */
+static size_t compress(cbad_novelty *n, const void *src, size_t len, bool with_dict)
+{
+	ZSTD_CCtx *c = n->cctx;
+	unsigned char *out = n->scratch;
+	size_t cap = n->scratch_cap, r;
+
+	if (len > CCTX_KEEP_LEN) {
+		cap = ZSTD_compressBound(len);
+		c = cctx_create(&n->cp);
+		out = malloc(cap);
+		if (!c || !out) {
+			ZSTD_freeCCtx(c);
+			free(out);
+			return COMPRESS_OOM;
+		}
+	}
+	/* The direct call skips compress2's per-call parameter resolution; the frame is the
+	 * same: no content size, checksum or dict id, the CDict's parameters. */
+	if (with_dict && n->cdict)
+		r = ZSTD_compress_usingCDict_advanced(c, out, cap, src, len, n->cdict, n->fp);
+	else
+		r = ZSTD_compress2(c, out, cap, src, len);
+	if (c != n->cctx) {
+		ZSTD_freeCCtx(c);
+		free(out);
+	}
+	return ZSTD_isError(r) ? len + 16 : r;
+}
+
 static size_t compress_alone(cbad_novelty *n, const void *src, size_t len)
 {
-	size_t r;
-
-	r = ZSTD_compress2(n->cctx, n->scratch, n->scratch_cap, src, len);
-	return ZSTD_isError(r) ? len + 16 : r;
+	return compress(n, src, len, false);
 }
 
 static size_t compress_dict(cbad_novelty *n, const void *src, size_t len)
 {
-	size_t r;
-
-	if (!n->cdict)
-		return compress_alone(n, src, len);
-	/* The direct call skips compress2's per-call parameter resolution; the frame is the
-	 * same: no content size, checksum or dict id, the CDict's parameters. */
-	r = ZSTD_compress_usingCDict_advanced(n->cctx, n->scratch, n->scratch_cap, src, len,
-					      n->cdict, n->fp);
-	return ZSTD_isError(r) ? len + 16 : r;
-}
-
-static int ensure_scratch(cbad_novelty *n, size_t len)
-{
-	size_t need = ZSTD_compressBound(len);
-	unsigned char *p;
-
-	if (need <= n->scratch_cap)
-		return 0;
-	p = realloc(n->scratch, need);
-	if (!p)
-		return -ENOMEM;
-	n->scratch = p;
-	n->scratch_cap = need;
-	return 0;
+	return compress(n, src, len, true);
 }
 
 int cbad_novelty_new(int level, size_t max_dict, cbad_novelty **ret)
@@ -107,18 +145,10 @@ int cbad_novelty_new(int level, size_t max_dict, cbad_novelty **ret)
 	n->cp.strategy = level >= 3 ? ZSTD_dfast : ZSTD_fast;
 	n->cp.targetLength = 0;
 	n->fp = (ZSTD_frameParameters){.contentSizeFlag = 0, .checksumFlag = 0, .noDictIDFlag = 1};
-	n->cctx = ZSTD_createCCtx();
-	if (!n->cctx || ensure_scratch(n, 4096) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_contentSizeFlag, 0)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_checksumFlag, 0)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_dictIDFlag, 0)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_windowLog, (int)n->cp.windowLog)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_hashLog, (int)n->cp.hashLog)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_chainLog, (int)n->cp.chainLog)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_searchLog, (int)n->cp.searchLog)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_minMatch, (int)n->cp.minMatch)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_targetLength, 0)) ||
-	    ZSTD_isError(ZSTD_CCtx_setParameter(n->cctx, ZSTD_c_strategy, (int)n->cp.strategy))) {
+	n->cctx = cctx_create(&n->cp);
+	n->scratch_cap = ZSTD_compressBound(CCTX_KEEP_LEN);
+	n->scratch = malloc(n->scratch_cap);
+	if (!n->cctx || !n->scratch) {
 		cbad_novelty_free(n);
 		return -ENOMEM;
 	}
@@ -161,9 +191,9 @@ double cbad_novelty_bits(cbad_novelty *n, const void *src, size_t len)
 	if (n->memo_key[slot] == key) {
 		c = n->memo_bytes[slot];
 	} else {
-		if (ensure_scratch(n, len))
-			return 8.0 * (double)len;
 		c = compress_dict(n, src, len);
+		if (c == COMPRESS_OOM)
+			return 8.0 * (double)len;
 		n->memo_key[slot] = key;
 		n->memo_bytes[slot] = (uint32_t)c;
 	}
@@ -174,9 +204,9 @@ double cbad_novelty_bits_alone(cbad_novelty *n, const void *src, size_t len)
 {
 	size_t c;
 
-	if (ensure_scratch(n, len))
-		return 8.0 * (double)len;
 	c = compress_alone(n, src, len);
+	if (c == COMPRESS_OOM)
+		return 8.0 * (double)len;
 	return 8.0 * (double)(c > n->overhead_alone ? c - n->overhead_alone : 0);
 }
 

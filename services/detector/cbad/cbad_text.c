@@ -69,7 +69,7 @@ typedef struct text_field {
 	uint32_t qhead, qn; /* quarantine: strange texts learned only after QUARANTINE_DELAY more */
 	uint32_t q_due[QUARANTINE_N];
 	uint16_t q_len[QUARANTINE_N];
-	uint8_t q_bytes[QUARANTINE_N][QUARANTINE_BYTES];
+	uint8_t *q_bytes[QUARANTINE_N]; /* malloc'd while waiting: most fields quarantine little */
 	text_model m;
 	cbad_calib *cal;  /* bits per byte */
 	cbad_calib *rcal; /* repetition share */
@@ -104,6 +104,8 @@ static void fields_free(cbad_text *t)
 	for (uint32_t k = 0; k < t->nfields; k++) {
 		cbad_calib_free(t->f[k]->cal);
 		cbad_calib_free(t->f[k]->rcal);
+		for (uint32_t q = 0; q < QUARANTINE_N; q++)
+			free(t->f[k]->q_bytes[q]);
 		free(t->f[k]);
 		t->f[k] = NULL;
 	}
@@ -126,9 +128,13 @@ size_t cbad_text_memory(const cbad_text *t)
 	if (!t)
 		return 0;
 	n = sizeof(*t) + (t->cand ? CAND_MAX * sizeof(*t->cand) : 0);
-	for (uint32_t k = 0; k < t->nfields; k++)
-		n += sizeof(*t->f[k]) + cbad_calib_memory(t->f[k]->cal) +
-		     cbad_calib_memory(t->f[k]->rcal);
+	for (uint32_t k = 0; k < t->nfields; k++) {
+		const text_field *f = t->f[k];
+
+		n += sizeof(*f) + cbad_calib_memory(f->cal) + cbad_calib_memory(f->rcal);
+		for (uint32_t q = 0; q < f->qn; q++)
+			n += f->q_len[(f->qhead + q) % QUARANTINE_N];
+	}
 	return n;
 }
 
@@ -228,20 +234,27 @@ static double model_cost(const text_model *m, const uint8_t *s, uint32_t n)
  * flagged. Without it a flagged text was never learned and flagged on every return. */
 static void quarantine_put(text_field *f, const uint8_t *s, uint32_t n)
 {
-	uint32_t i;
+	uint32_t i, len = n < QUARANTINE_BYTES ? n : QUARANTINE_BYTES;
+	uint8_t *p;
 
 	if (f->qn == QUARANTINE_N)
 		return;
+	p = malloc(len ? len : 1);
+	if (!p)
+		return; /* out of memory: the text is not learned */
+	memcpy(p, s, len);
 	i = (f->qhead + f->qn++) % QUARANTINE_N;
 	f->q_due[i] = f->observed + QUARANTINE_DELAY;
-	f->q_len[i] = (uint16_t)(n < QUARANTINE_BYTES ? n : QUARANTINE_BYTES);
-	memcpy(f->q_bytes[i], s, f->q_len[i]);
+	f->q_len[i] = (uint16_t)len;
+	f->q_bytes[i] = p;
 }
 
 static void quarantine_release(text_field *f)
 {
 	while (f->qn > 0 && f->q_due[f->qhead] <= f->observed) {
 		model_learn(&f->m, f->q_bytes[f->qhead], f->q_len[f->qhead]);
+		free(f->q_bytes[f->qhead]);
+		f->q_bytes[f->qhead] = NULL;
 		f->qhead = (f->qhead + 1) % QUARANTINE_N;
 		f->qn--;
 	}
@@ -547,7 +560,7 @@ void cbad_text_save(const cbad_text *t, cbad_writer *w)
 
 int cbad_text_load(cbad_text *t, cbad_reader *r)
 {
-	uint32_t n;
+	uint32_t n, nq;
 
 	fields_free(t);
 	t->ncand = 0;
@@ -591,10 +604,14 @@ int cbad_text_load(cbad_text *t, cbad_reader *r)
 		f->leftout = cbad_r_f64(r);
 		f->mean = cbad_r_f64(r);
 		f->observed = cbad_r_u32(r);
-		f->qn = cbad_r_count(r, QUARANTINE_N);
-		for (uint32_t q = 0; q < f->qn && !r->failed; q++) {
+		nq = cbad_r_count(r, QUARANTINE_N);
+		for (uint32_t q = 0; q < nq && !r->failed; q++) {
 			f->q_due[q] = cbad_r_u32(r);
 			f->q_len[q] = (uint16_t)cbad_r_count(r, QUARANTINE_BYTES);
+			f->q_bytes[q] = malloc(f->q_len[q] ? f->q_len[q] : 1);
+			if (!f->q_bytes[q])
+				return -ENOMEM;
+			f->qn++;
 			cbad_r_bytes(r, f->q_bytes[q], f->q_len[q]);
 		}
 		if (cbad_calib_new(CALIB_HISTORY, CALIB_MIN_SCALE, &f->cal) ||
