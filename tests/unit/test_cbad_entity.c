@@ -112,6 +112,33 @@ START_TEST(test_hours)
 	k = cbad_entity_observe(e, key_of("user17"), "user17", 6, NULL, 20 * 24 + 3, true, t++, false,
 				s, 8);
 	ck_assert_double_gt(find(s, k, CBAD_ENTITY_HOUR), 0.01);
+	/* and it could never be strange at any hour (its smallest possible p is above the default
+	 * alpha), while the office user's could be as small as its night's */
+	for (size_t i = 0; i < k; i++)
+		if (s[i].what == CBAD_ENTITY_HOUR)
+			ck_assert_double_gt(s[i].p_min, 1e-3);
+	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 20 * 24 + 12, true, t++, false,
+				s, 8);
+	for (size_t i = 0; i < k; i++)
+		if (s[i].what == CBAD_ENTITY_HOUR) {
+			ck_assert_double_le(s[i].p_min, pnight * (1 + 1e-9));
+			ck_assert_double_le(s[i].p_min, s[i].p_value);
+			pday = s[i].p_min;
+		}
+	/* computed once a day: the same later that day, even after other entities' events moved
+	 * the calibration */
+	for (int i = 0; i < 50; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "user%d", (int)(u01() * 20));
+		cbad_entity_observe(e, key_of(name), name, strlen(name), NULL, 20 * 24 + 13, true,
+				    t++, true, s, 8);
+	}
+	k = cbad_entity_observe(e, key_of("user3"), "user3", 5, NULL, 20 * 24 + 14, true, t++, false,
+				s, 8);
+	for (size_t i = 0; i < k; i++)
+		if (s[i].what == CBAD_ENTITY_HOUR)
+			ck_assert_double_eq(s[i].p_min, pday);
 	cbad_entity_free(e);
 }
 END_TEST
@@ -273,6 +300,7 @@ START_TEST(test_state)
 	cbad_writer w = {0};
 	cbad_reader r;
 	uint64_t t = 0;
+	size_t nhour = 0;
 
 	ck_assert_int_eq(cbad_entity_new(32, 1, &a), 0);
 	ck_assert_int_eq(cbad_entity_new(32, 1, &b), 0);
@@ -281,8 +309,10 @@ START_TEST(test_state)
 		double v = u01() * 10;
 
 		snprintf(name, sizeof(name), "h%d", i % 7);
-		cbad_entity_observe(a, key_of(name), name, strlen(name), &v, i % 24, true, t++, true,
-				    s1, 16);
+		/* 20 events an hour: hour tests and their daily smallest p (saved) from day 2 */
+		cbad_entity_observe(a, key_of(name), name, strlen(name), &v, (int64_t)(t / 20), true,
+				    t, true, s1, 16);
+		t++;
 	}
 	cbad_entity_save(a, &w);
 	ck_assert(!w.failed);
@@ -294,14 +324,17 @@ START_TEST(test_state)
 		size_t k1, k2;
 
 		snprintf(name, sizeof(name), "h%d", i % 9);
-		k1 = cbad_entity_observe(a, key_of(name), name, strlen(name), &v, i % 24, true, t,
-					 true, s1, 16);
-		k2 = cbad_entity_observe(b, key_of(name), name, strlen(name), &v, i % 24, true, t,
-					 true, s2, 16);
+		k1 = cbad_entity_observe(a, key_of(name), name, strlen(name), &v, (int64_t)(t / 20),
+					 true, t, true, s1, 16);
+		k2 = cbad_entity_observe(b, key_of(name), name, strlen(name), &v, (int64_t)(t / 20),
+					 true, t, true, s2, 16);
 		t++;
 		ck_assert_uint_eq(k1, k2);
 		ck_assert(memcmp(s1, s2, k1 * sizeof(s1[0])) == 0);
+		for (size_t j = 0; j < k1; j++)
+			nhour += s1[j].what == CBAD_ENTITY_HOUR;
 	}
+	ck_assert_uint_gt(nhour, 0);
 	cbad_entity_free(b);
 	ck_assert_int_eq(cbad_entity_new(32, 1, &b), 0);
 	cbad_reader_init(&r, w.buf, w.len - 10);

@@ -14,6 +14,7 @@
 #define HOUR_STREAM_MIN 500.0 /* stream events before hours are judged */
 #define HOURS_CAP 255         /* an entity's active days per hour are halved past this */
 #define HOUR_SPREAD 6         /* an active hour lends (6 - d)/6 of its weight d < 6 hours away */
+#define HMIN_STEPS 16.0       /* ent.hmin: steps per decade of p */
 
 #define ENT_NOW 32.0      /* events: a burst must still be on over the last this many (CBAD_RATE_SHORT) */
 #define ENT_NOW_STAT 1.3  /* -log10 p of that recent count: below it (p > 0.05), the burst is over */
@@ -39,6 +40,10 @@ typedef struct ent {
 	uint8_t hours[24];
 	uint16_t days; /* days that joined the profile */
 	uint8_t lstrange; /* bit v: value v's last level step was strange (p < LEVEL_STRANGE) */
+	/* the smallest calibrated p the hour test could give the entity today (at its least usual
+	 * hour), as 1 + ceil(16 * -log10 p) (rounded toward the smaller p), 0 = not yet today:
+	 * the profile changes once a day, so one calibration a day instead of one an event */
+	uint8_t hmin;
 	uint32_t mask; /* hours active on day `day` */
 	uint32_t day;  /* UTC days since the epoch */
 	uint32_t n;
@@ -230,9 +235,9 @@ static uint32_t ent_find(cbad_entity *e, uint64_t key, uint64_t now,
  * a linearly decreasing share of its weight to the 5 hours either side (habits drift by an
  * hour or two; a session far from every usual hour is what is strange), and the profile is
  * smoothed with the stream's. p: the total probability of the hours at most as likely as h. */
-static double hour_p(const cbad_entity *e, const ent *x, int h)
+static double hour_p(const cbad_entity *e, const ent *x, int h, double *ret_pmin)
 {
-	double pe[24], ph, p = 0, n = 0, slots = 0;
+	double pe[24], ph, p = 0, n = 0, slots = 0, lo = 1.0, pmin = 0;
 
 	for (int i = 0; i < 24; i++) {
 		double c = HOUR_SPREAD * (double)x->hours[i];
@@ -253,6 +258,16 @@ static double hour_p(const cbad_entity *e, const ent *x, int h)
 	for (int i = 0; i < 24; i++)
 		if (pe[i] <= ph * (1.0 + 1e-12))
 			p += pe[i];
+	/* the p at the least likely hour, when asked (once a day: hour_pmin) */
+	if (ret_pmin) {
+		for (int i = 0; i < 24; i++)
+			if (pe[i] < lo)
+				lo = pe[i];
+		for (int i = 0; i < 24; i++)
+			if (pe[i] <= lo * (1.0 + 1e-12))
+				pmin += pe[i];
+		*ret_pmin = pmin > 1.0 ? 1.0 : pmin;
+	}
 	return p > 1.0 ? 1.0 : p;
 }
 
@@ -274,6 +289,7 @@ static void hours_roll(ent *x, uint32_t day)
 	}
 	x->mask = 0;
 	x->day = day;
+	x->hmin = 0;
 }
 
 static double ew_decay(double w, uint64_t dt)
@@ -391,6 +407,20 @@ static double stat_of_p(double p)
 	return p >= 1.0 ? 0.0 : -log10(p);
 }
 
+/* The smallest calibrated p the entity's hour test could give today (pmin: uncalibrated, at its
+ * least likely hour, asked of hour_p only when x->hmin is 0), cached in x->hmin until its next
+ * day (tmp entities are never judged). */
+static double hour_pmin(cbad_entity *e, ent *x, double pmin)
+{
+	if (x->hmin == 0) {
+		double q = ceil(HMIN_STEPS * stat_of_p(cbad_values_calib_p_logp(&e->hour_cal,
+									   stat_of_p(pmin))));
+
+		x->hmin = (uint8_t)(q >= 254.0 ? 255.0 : q + 1.0);
+	}
+	return exp(-(double)(x->hmin - 1) * (2.302585092994046 / HMIN_STEPS));
+}
+
 size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size_t label_len,
 			   const double *values, int64_t hour_index, bool judge_hour, uint64_t now,
 			   bool learn, cbad_entity_signal *out, size_t max)
@@ -405,7 +435,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	size_t k = 0;
 	ent tmp, *x;
 	cbad_values_model *models = NULL;
-	double obs, ex, rstat, rp = 1.0, hstat = 0, hp = 1.0;
+	double obs, ex, rstat, rp = 1.0, hstat = 0, hp = 1.0, hpmin = 1.0;
 	bool hour_ok;
 	/* per value: judged?, its statistics and calibrated p-values */
 	bool judged[CBAD_ENTITY_MAX_VALUES] = {false};
@@ -460,7 +490,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	hour_ok = !e->values_only && judge_hour && hour >= 0 && x->days >= CBAD_ENTITY_MIN_DAYS &&
 		  e->stream_hours_n >= HOUR_STREAM_MIN;
 	if (hour_ok) {
-		hstat = stat_of_p(hour_p(e, x, hour));
+		hstat = stat_of_p(hour_p(e, x, hour, x->hmin ? NULL : &hpmin));
 		if (cbad_values_calib_ready(&e->hour_cal)) {
 			hp = cbad_values_calib_p_logp(&e->hour_cal, hstat);
 			if (k < max) {
@@ -472,6 +502,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 				s->value_index = 0;
 				s->stat = hstat;
 				s->p_value = hp;
+				s->p_min = fmin(hour_pmin(e, x, hpmin), hp);
 				s->value = hour;
 				/* the entity's usual hours: first and last active hour, busiest */
 				for (int i = 0; i < 24; i++) {
@@ -683,6 +714,7 @@ void cbad_entity_save(const cbad_entity *e, cbad_writer *w)
 			cbad_w_u32(w, x->hours[i]);
 		cbad_w_u32(w, x->days);
 		cbad_w_u8(w, x->lstrange);
+		cbad_w_u8(w, x->hmin);
 		cbad_w_u32(w, x->mask);
 		cbad_w_u32(w, x->day);
 		cbad_w_u32(w, x->n);
@@ -745,6 +777,7 @@ int cbad_entity_load(cbad_entity *e, cbad_reader *r)
 			x->hours[h] = (uint8_t)cbad_r_count(r, HOURS_CAP);
 		x->days = (uint16_t)cbad_r_count(r, UINT16_MAX);
 		x->lstrange = (uint8_t)(cbad_r_u8(r) & ((1u << CBAD_ENTITY_MAX_VALUES) - 1));
+		x->hmin = cbad_r_u8(r);
 		x->mask = cbad_r_count(r, (1u << 24) - 1);
 		x->day = cbad_r_u32(r);
 		x->n = cbad_r_u32(r);

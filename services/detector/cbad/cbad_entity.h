@@ -52,6 +52,10 @@ typedef struct cbad_entity_signal {
 	double stat, p_value;
 	double value; /* the value, the count in the window, the hour */
 	uint32_t run; /* FLAT: the run length */
+	/* HOUR: the smallest p-value the test could give this entity now (at its least usual
+	 * hour): an entity active around the clock can never be strange (its test is left out
+	 * of the event's Bonferroni count, Tarone's rule); 0 for the other tests */
+	double p_min;
 	double base_low, base_median, base_high;
 } cbad_entity_signal;
 

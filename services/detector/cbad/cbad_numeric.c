@@ -66,7 +66,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x464d554eu    /* "NUMF": entities' 32-event shares, daily shapes, lasting shares */
+#define STATE_TAG 0x484d554eu    /* "NUMH": entities' daily smallest hour p, 32-event shares, daily shapes, lasting shares */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -79,6 +79,7 @@
 #define CTX_MAX_SHAPES 32        /* context field: at most this many value shapes */
 #define CTX_MAX_CONTEXTS 32      /* context models kept (least recently seen evicted): as many
 				  * shapes as the heuristic allows */
+#define HOUR_ALPHA 1e-3          /* the detector's default alpha (Tarone's rule over hour tests) */
 #define CTX_WEAK_P 0.1           /* context tests weaker than this are counted, not carried */
 #define MAX_CAND 96
 #define RQ_GAP 32                /* events: a strange who-burst this close to the last one is quarantined */
@@ -117,6 +118,7 @@ typedef struct hcand {
 typedef struct cand {
 	double p, stat, value, lo, med, hi;
 	double observed, expected, window;
+	double pmin;   /* W_EHOUR: the smallest p its test could give (cbad_entity_signal.p_min) */
 	uint8_t kind;  /* K_* */
 	uint8_t what;  /* see cand_name() */
 	int16_t field; /* value field index, or -1 */
@@ -1142,6 +1144,7 @@ static void observe_entities(cbad_numeric *n, const cbad_json_field *f, size_t n
 			}
 			if (es[i].what == CBAD_ENTITY_FLAT)
 				c->observed = es[i].run;
+			c->pmin = es[i].p_min;
 
 		}
 	}
@@ -1510,6 +1513,29 @@ static void observe_pairs(cbad_numeric *n, const cbad_json_field *f, size_t nf, 
 	}
 }
 
+/* How many of the event's entity hour tests count in their Bonferroni correction: Tarone's
+ * rule for discrete tests, at the detector's default alpha (fixed, so that what counts does not
+ * depend on the sensitivity): the smallest K for which at most K tests could reach alpha / K.
+ * A test that cannot reach it (an entity active at every hour: a shared resource, a service
+ * account) could never flag and only diluted the others (a night session: actor hour p 5e-4,
+ * the resource's at best 2e-2, reported 1e-3). */
+static size_t hour_tests(const cand *cs, size_t nc)
+{
+	size_t m = 0;
+
+	for (size_t i = 0; i < nc; i++)
+		m += cs[i].what == W_EHOUR;
+	for (size_t k = 1; k < m; k++) {
+		size_t c = 0;
+
+		for (size_t i = 0; i < nc; i++)
+			c += cs[i].what == W_EHOUR && cs[i].pmin * (double)k <= HOUR_ALPHA;
+		if (c <= k)
+			return k;
+	}
+	return m;
+}
+
 /* Whether the rate kind's statistic of this event is kept out of the kind's calibration. A
  * burst from one actor (an id value's or an entity's share of events, an actor's new partners:
  * a source failing logins as many users, a new account paying with many cards) is made of
@@ -1567,9 +1593,9 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	n->last_tests = nc + nweak + nlevel;
 	kcount[K_VALUE] = nweak;
 	/* the level steps of the event's entities and context: Bonferroni over all of them, the
-	 * weak ones that were only counted included; the same over the entities' hours */
-	for (size_t i = 0; i < nc; i++)
-		nhour += cs[i].what == W_EHOUR;
+	 * weak ones that were only counted included; over the entities' hours, those that could
+	 * flag (hour_tests) */
+	nhour = hour_tests(cs, nc);
 	for (size_t i = 0; i < nc; i++) {
 		if (cs[i].what == W_ELEVEL) {
 			cs[i].p = cs[i].p * (double)nlevel < 1.0 ? cs[i].p * (double)nlevel : 1.0;
