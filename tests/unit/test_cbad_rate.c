@@ -121,12 +121,46 @@ START_TEST(test_burst_not_below_poisson)
 		feed(r, i >= 9000 && i < 9020 ? "other" : "only", &b, &d);
 		if (!b.valid)
 			continue;
-		ck_assert_double_ge(b.p_value, pow(10.0, -b.stat) * (1 - 1e-12));
+		ck_assert_double_ge(b.p_value,
+				    pow(10.0, cbad_rate_log10_upper_ew(b.observed, b.expected,
+								       CBAD_RATE_SHORT)) *
+					    (1 - 1e-12));
 		if (i >= 9020 && !strcmp(b.label, "only") && b.p_value < pmin)
 			pmin = b.p_value;
 	}
 	ck_assert_double_gt(pmin, 0.01);
 	cbad_rate_free(r);
+}
+END_TEST
+
+/* The burst's floor is the law of its statistic, an exponentially weighted count: on a
+ * Bernoulli kind of share 0.1 the floor's tail is never thinner than the count's own (what
+ * the floor says is rare is at least that rare), while the plain Poisson tail of the same count
+ * overstates it several times (its variance is twice the count's). */
+START_TEST(test_burst_floor_is_ew_law)
+{
+	const double r = 1.0 - 1.0 / CBAD_RATE_SHORT, q = 0.1, lam = q * CBAD_RATE_SHORT;
+	const double cs[] = {7.0, 8.0, 9.0};
+	long hits[3] = {0}, n = 0;
+	double x = lam;
+
+	for (long t = 0; t < 2000000; t++) {
+		x = x * r + (u01() < q ? 1.0 : 0.0);
+		if (t < 1000)
+			continue;
+		n++;
+		for (int i = 0; i < 3; i++)
+			hits[i] += x >= cs[i];
+	}
+	for (int i = 0; i < 3; i++) {
+		double emp = (double)hits[i] / (double)n;
+		double pew = pow(10.0, cbad_rate_log10_upper_ew(cs[i], lam, CBAD_RATE_SHORT));
+		double ppo = pow(10.0, cbad_rate_log10_upper(cs[i], lam));
+
+		ck_assert_double_ge(pew, emp);
+		ck_assert_double_gt(ppo, 3.0 * emp);
+		ck_assert_double_lt(pew, ppo);
+	}
 }
 END_TEST
 
@@ -404,6 +438,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_burst);
 	tcase_add_test(tc, test_share_exact);
 	tcase_add_test(tc, test_burst_not_below_poisson);
+	tcase_add_test(tc, test_burst_floor_is_ew_law);
 	tcase_add_test(tc, test_ew_helpers_exact);
 	tcase_add_test(tc, test_lasting_change);
 	tcase_add_test(tc, test_burst_unlearned);

@@ -121,6 +121,17 @@ double cbad_rate_log10_lower(double c, double lambda)
 	return v < -300 ? -300 : v;
 }
 
+double cbad_rate_log10_upper_ew(double c, double lambda, double w)
+{
+	/* weights (1 - 1/w)^i sum to w and their squares to w / (2 - 1/w): the count has mean
+	 * lambda and variance lambda / (2 - 1/w), so it is read as a Poisson count of
+	 * (2 - 1/w) times as many events (same mean and variance); for a Bernoulli kind the
+	 * variance is lower still, so this tail is never thinner than the count's own */
+	double k = 2.0 - 1.0 / w;
+
+	return cbad_rate_log10_upper(c * k, lambda * k);
+}
+
 /* ---- EW shares ---- */
 
 static double decay(double w, uint64_t dt)
@@ -441,7 +452,8 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		 * count that the Poisson law itself finds ordinary into a rare one (a calibrator
 		 * whose history is one constant count ranks any other count as a record) */
 		burst->p_value = fmax(cbad_values_calib_p_logp(&r->burst_cal, best),
-				      pow(10.0, -best));
+				      pow(10.0, cbad_rate_log10_upper_ew(bobs, bexp,
+									 CBAD_RATE_SHORT)));
 		burst->observed = bobs;
 		burst->expected = bexp;
 		burst->window = CBAD_RATE_SHORT;
