@@ -485,7 +485,8 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		if (deligible && ready && cbad_values_calib_ready(&r->drop_cal)) {
 			drop->valid = true;
 			drop->stat = dstat;
-			drop->p_value = cbad_values_calib_p(&r->drop_cal, dstat);
+			drop->p_value = fmax(cbad_values_calib_p(&r->drop_cal, dstat),
+					     pow(10.0, cbad_rate_log10_lower_ew(obs, lam, CBAD_RATE_MID)));
 			drop->observed = obs;
 			drop->expected = lam;
 			drop->window = CBAD_RATE_MID;
