@@ -161,6 +161,12 @@ START_TEST(test_burst_floor_is_ew_law)
 		ck_assert_double_gt(ppo, 3.0 * emp);
 		ck_assert_double_lt(pew, ppo);
 	}
+	/* above its mean the law's tail is never above the plain Poisson one (cbad_rate_observe
+	 * computes it only when the calibrated p is below the latter) */
+	for (double l = 0.01; l < 40.0; l *= 1.1)
+		for (double c = l * 1.0001 + 1e-9; c < l + 40.0; c += 0.0137 + c / 50)
+			ck_assert_double_le(cbad_rate_log10_upper_ew(c, l, CBAD_RATE_SHORT),
+					    cbad_rate_log10_upper(c, l) + 1e-12);
 }
 END_TEST
 
