@@ -167,6 +167,11 @@ START_TEST(test_burst_floor_is_ew_law)
 		for (double c = l * 1.0001 + 1e-9; c < l + 40.0; c += 0.0137 + c / 50)
 			ck_assert_double_le(cbad_rate_log10_upper_ew(c, l, CBAD_RATE_SHORT),
 					    cbad_rate_log10_upper(c, l) + 1e-12);
+	/* and below its mean the lower tail likewise (the drop's, over CBAD_RATE_MID) */
+	for (double l = 0.5; l < 400.0; l *= 1.1)
+		for (double c = 0; c < l * 0.9999; c += 0.0137 + c / 50)
+			ck_assert_double_le(cbad_rate_log10_lower_ew(c, l, CBAD_RATE_MID),
+					    cbad_rate_log10_lower(c, l) + 1e-12);
 }
 END_TEST
 

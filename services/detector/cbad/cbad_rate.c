@@ -489,8 +489,14 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		if (deligible && ready && cbad_values_calib_ready(&r->drop_cal)) {
 			drop->valid = true;
 			drop->stat = dstat;
-			drop->p_value = fmax(cbad_values_calib_p(&r->drop_cal, dstat),
-					     pow(10.0, cbad_rate_log10_lower_ew(obs, lam, CBAD_RATE_MID)));
+			/* never below its count's law, as the burst (below the mean that tail is
+			 * below the plain Poisson one, 10^-dstat: computed only when it can bound) */
+			double pd = cbad_values_calib_p(&r->drop_cal, dstat);
+
+			if (!(obs < lam && pd >= pow(10.0, -dstat)))
+				pd = fmax(pd, pow(10.0, cbad_rate_log10_lower_ew(obs, lam,
+										CBAD_RATE_MID)));
+			drop->p_value = pd;
 			drop->observed = obs;
 			drop->expected = lam;
 			drop->window = CBAD_RATE_MID;
