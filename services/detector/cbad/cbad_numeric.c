@@ -66,7 +66,7 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x474d554eu    /* "NUMG": entity levels, daily shapes, lasting shares, jumps */
+#define STATE_TAG 0x444d554eu    /* "NUMD": entity levels, daily shapes, lasting shares */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -79,11 +79,6 @@
 #define CTX_MAX_SHAPES 32        /* context field: at most this many value shapes */
 #define CTX_MAX_CONTEXTS 32      /* context models kept (least recently seen evicted): as many
 				  * shapes as the heuristic allows */
-#define FREQ_Z 3.0               /* a prediction error this large (sigmas) is a jump */
-#define FREQ_SHORT 64.0          /* values: window of the jump-frequency test */
-#define FREQ_LONG 4096.0         /* values: memory of the field's usual jump frequency (as the
-				  * rate tables' CBAD_RATE_LONG and the long calibrators') */
-#define FREQ_DROP_MIN 4.0        /* jumps expected in the window before fewer are tested */
 #define CTX_WEAK_P 0.1           /* context tests weaker than this are counted, not carried */
 #define MAX_CAND 96
 #define RQ_GAP 32                /* events: a strange who-burst this close to the last one is quarantined */
@@ -101,9 +96,6 @@ typedef struct vfield {
 	cbad_values_runs runs;
 	cbad_values_level level;
 	cbad_values_season season;
-	cbad_values_lcalib fq_cal;
-	double fq_s, fq_l; /* EW shares of large prediction errors over FREQ_SHORT / FREQ_LONG values */
-	uint32_t fq_n;     /* values counted, up to FREQ_LONG */
 } vfield;
 
 typedef struct hval {
@@ -134,7 +126,7 @@ typedef struct cand {
 } cand;
 
 enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT, W_PAIR,
-       W_LEVEL, W_ELEVEL, W_SEASON, W_FREQ };
+       W_LEVEL, W_ELEVEL, W_SEASON };
 /* tests whose p-value is calibrated on its own and bypasses the kind's rank calibration: a new
  * pair's rate (the stream's level test, tried that way, flagged 4x more rows on NAB than
  * through the kind); an entity's or a context's level step, and an entity's hour of day, each
@@ -306,7 +298,6 @@ static vfield *vfield_add(cbad_numeric *n, const char *name, uint64_t hash)
 	cbad_values_model_init(&f->m);
 	cbad_values_calib_init(&f->spike);
 	cbad_values_calib_init(&f->shift);
-	cbad_values_lcalib_init(&f->fq_cal);
 	cbad_values_runs_init(&f->runs);
 	cbad_values_level_init(&f->level);
 	cbad_values_season_init(&f->season);
@@ -797,9 +788,6 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 	case W_SEASON:
 		join4(out, cap, "season:", vf, NULL, NULL);
 		break;
-	case W_FREQ:
-		join4(out, cap, "jumps:", vf, NULL, NULL);
-		break;
 	case W_EHOUR:
 		join4(out, cap, "hour:", ef, NULL, NULL);
 		break;
@@ -852,10 +840,6 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 	case W_SEASON:
 		snprintf(out, cap, "%s %.6g is off its daily %.6g..%.6g (mean %.6g)", vf,
 			 c->value, c->lo, c->hi, c->med);
-		break;
-	case W_FREQ:
-		snprintf(out, cap, "%s jumped %.1f times in its last %.0f values; usually about %.1f",
-			 vf, c->observed, c->window, c->expected);
 		break;
 	case W_EHOUR:
 		snprintf(out, cap, hours_fmt, who, c->value, c->lo, c->hi, c->med);
@@ -947,60 +931,6 @@ static cand *push(cand *cs, size_t *nc, uint8_t kind, uint8_t what, int field, i
 	return c;
 }
 
-/* Jumps that stop: the field's large prediction errors (z >= FREQ_Z) counted over its last
- * FREQ_SHORT values (an EW count) against their share over the FREQ_LONG values before, read
- * by the lower tail of the count's law (cbad_rate_log10_lower_ew) and calibrated on the
- * field's own history of that statistic (a long calibrator: the statistic moves slowly, 256
- * of them are a few windows). A series that used to jump and has stopped has changed pattern
- * even when each value is ordinary. More jumps than usual are not tested here: each jump is
- * judged by the spike test, and the count read that way flagged the interleaved hosts of a
- * stream (measured, docs/tuning-log.md round 13). */
-static void observe_jumps(cbad_numeric *n, vfield *v, const cbad_values_judgement *j, double x,
-			  bool learn, cand *cs, size_t *nc)
-{
-	double ind = j->z >= FREQ_Z ? 1.0 : 0.0;
-	double fs = v->fq_s + (ind - v->fq_s) / FREQ_SHORT;
-	double fl = v->fq_l + (ind - v->fq_l) / FREQ_LONG;
-	uint32_t fn = v->fq_n < FREQ_LONG ? v->fq_n + 1 : v->fq_n;
-	double st = 0, p = 1;
-	bool tested = false;
-
-	if (v->fq_n >= FREQ_LONG / 2) {
-		/* both counts bias-corrected for the field's age, the recent one taken out of the
-		 * long one (a stop does not lower its own baseline while it lasts) */
-		double obs = fs * FREQ_SHORT / (1.0 - pow(1.0 - 1.0 / FREQ_SHORT, fn));
-		double cl = fl * FREQ_LONG / (1.0 - pow(1.0 - 1.0 / FREQ_LONG, fn));
-		double share = (cl - obs) / (FREQ_LONG - FREQ_SHORT);
-		double lam = share * FREQ_SHORT;
-
-		if (lam >= FREQ_DROP_MIN) {
-			cand *c;
-
-			st = -cbad_rate_log10_lower_ew(obs, lam, FREQ_SHORT);
-			tested = true;
-			if (cbad_values_lcalib_ready(&v->fq_cal) &&
-			    (c = push(cs, nc, K_VALUE, W_FREQ, (int)(v - n->v), -1))) {
-				/* never below the count's own law, as the burst test */
-				p = fmax(cbad_values_lcalib_p(&v->fq_cal, st), pow(10.0, -st));
-				c->p = p;
-				c->stat = st;
-				c->value = x;
-				c->observed = obs;
-				c->expected = lam;
-				c->window = FREQ_SHORT;
-				c->lo = c->med = c->hi = lam;
-			}
-		}
-	}
-	if (!learn)
-		return;
-	if (tested)
-		cbad_values_lcalib_learn(&v->fq_cal, st, p);
-	v->fq_s = fs;
-	v->fq_l = fl;
-	v->fq_n = fn;
-}
-
 static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf, int64_t ts_ms,
 			   bool learn, cand *cs, size_t *nc, double *evals)
 {
@@ -1060,8 +990,6 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 				c->lo = c->med = c->hi = 1;
 			}
 		}
-		if (judged)
-			observe_jumps(n, v, &j, x, learn, cs, nc);
 		/* the long-run level: is x outside the range the field kept over its long history? */
 		lst = cbad_values_level_stat(&v->level, x, (double)v->m.res);
 		if (v->level.cal.seen >= CBAD_LEVEL_MIN_CAL) {
@@ -1808,10 +1736,6 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 		cbad_values_runs_save(&n->v[i].runs, w);
 		cbad_values_level_save(&n->v[i].level, w);
 		cbad_values_season_save(&n->v[i].season, w);
-		cbad_values_lcalib_save(&n->v[i].fq_cal, w);
-		cbad_w_f64(w, n->v[i].fq_s);
-		cbad_w_f64(w, n->v[i].fq_l);
-		cbad_w_u32(w, n->v[i].fq_n);
 	}
 	for (int k = 0; k < NK; k++)
 		cbad_values_lcalib_save(&n->kind_cal[k], w);
@@ -1929,14 +1853,7 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 			return -EINVAL;
 		cbad_values_runs_load(&v->runs, r);
 		if (cbad_values_level_load(&v->level, r) < 0 ||
-		    cbad_values_season_load(&v->season, r) < 0 ||
-		    cbad_values_lcalib_load(&v->fq_cal, r) < 0)
-			return -EINVAL;
-		v->fq_s = cbad_r_f64(r);
-		v->fq_l = cbad_r_f64(r);
-		v->fq_n = cbad_r_u32(r);
-		if (!(v->fq_s >= 0 && v->fq_s <= 1) || !(v->fq_l >= 0 && v->fq_l <= 1) ||
-		    v->fq_n > FREQ_LONG)
+		    cbad_values_season_load(&v->season, r) < 0)
 			return -EINVAL;
 	}
 	for (int k = 0; k < NK; k++)

@@ -132,13 +132,6 @@ double cbad_rate_log10_upper_ew(double c, double lambda, double w)
 	return cbad_rate_log10_upper(c * k, lambda * k);
 }
 
-double cbad_rate_log10_lower_ew(double c, double lambda, double w)
-{
-	double k = 2.0 - 1.0 / w;
-
-	return cbad_rate_log10_lower(c * k, lambda * k);
-}
-
 /* ---- EW shares ---- */
 
 static double decay(double w, uint64_t dt)

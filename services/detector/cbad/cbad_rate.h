@@ -44,8 +44,6 @@ double cbad_rate_log10_lower(double c, double lambda);
  * (2 - 1/w) times as many events). The law of the burst test's statistic, the floor of its
  * calibrated p-value. Pure. */
 double cbad_rate_log10_upper_ew(double c, double lambda, double w);
-/* log10 P(X <= c) for the same count. Pure. */
-double cbad_rate_log10_lower_ew(double c, double lambda, double w);
 
 /* The helpers below decay a share over the events between its last occurrence and now only:
  * learning an occurrence is itself one step of decay. */
