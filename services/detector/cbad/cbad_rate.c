@@ -121,6 +121,24 @@ double cbad_rate_log10_lower(double c, double lambda)
 	return v < -300 ? -300 : v;
 }
 
+double cbad_rate_log10_upper_ew(double c, double lambda, double w)
+{
+	/* weights (1 - 1/w)^i sum to w and their squares to w / (2 - 1/w): the count has mean
+	 * lambda and variance lambda / (2 - 1/w), so it is read as a Poisson count of
+	 * (2 - 1/w) times as many events (same mean and variance); for a Bernoulli kind the
+	 * variance is lower still, so this tail is never thinner than the count's own */
+	double k = 2.0 - 1.0 / w;
+
+	return cbad_rate_log10_upper(c * k, lambda * k);
+}
+
+double cbad_rate_log10_lower_ew(double c, double lambda, double w)
+{
+	double k = 2.0 - 1.0 / w;
+
+	return cbad_rate_log10_lower(c * k, lambda * k);
+}
+
 /* ---- EW shares ---- */
 
 static double decay(double w, uint64_t dt)
@@ -383,7 +401,7 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		       cbad_rate_verdict *burst, cbad_rate_verdict *drop)
 {
 	const double prior = 1.0 / CBAD_RATE_LONG;
-	double best = 0, dstat = 0;
+	double best = 0, dstat = 0, pc;
 	bool bk = false;
 	size_t bi = 0;
 	double bobs = 0, bexp = 0;
@@ -437,11 +455,16 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 	if (ready && cbad_values_calib_ready(&r->burst_cal) && bk) {
 		burst->valid = true;
 		burst->stat = best;
-		/* the calibration corrects the Poisson tail for over-dispersion; it never makes a
-		 * count that the Poisson law itself finds ordinary into a rare one (a calibrator
-		 * whose history is one constant count ranks any other count as a record) */
-		burst->p_value = fmax(cbad_values_calib_p_logp(&r->burst_cal, best),
-				      pow(10.0, -best));
+		/* the calibration corrects the count's law for over-dispersion; it never makes a
+		 * count that the law itself finds ordinary into a rare one (a calibrator whose
+		 * history is one constant count ranks any other count as a record). The law's tail
+		 * (another incomplete gamma, ~1500 instructions) is computed only when it can
+		 * matter: above its mean the weighted count's tail is below the plain Poisson one,
+		 * 10^-best, so a calibrated p at least that large stands */
+		pc = cbad_values_calib_p_logp(&r->burst_cal, best);
+		if (!(bobs > bexp && pc >= pow(10.0, -best)))
+			pc = fmax(pc, pow(10.0, cbad_rate_log10_upper_ew(bobs, bexp, CBAD_RATE_SHORT)));
+		burst->p_value = pc;
 		burst->observed = bobs;
 		burst->expected = bexp;
 		burst->window = CBAD_RATE_SHORT;
@@ -466,7 +489,14 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		if (deligible && ready && cbad_values_calib_ready(&r->drop_cal)) {
 			drop->valid = true;
 			drop->stat = dstat;
-			drop->p_value = cbad_values_calib_p(&r->drop_cal, dstat);
+			/* never below its count's law, as the burst (below the mean that tail is
+			 * below the plain Poisson one, 10^-dstat: computed only when it can bound) */
+			double pd = cbad_values_calib_p(&r->drop_cal, dstat);
+
+			if (!(obs < lam && pd >= pow(10.0, -dstat)))
+				pd = fmax(pd, pow(10.0, cbad_rate_log10_lower_ew(obs, lam,
+										CBAD_RATE_MID)));
+			drop->p_value = pd;
 			drop->observed = obs;
 			drop->expected = lam;
 			drop->window = CBAD_RATE_MID;

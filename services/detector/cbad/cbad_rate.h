@@ -39,6 +39,13 @@ typedef struct cbad_rate_ew {
  * incomplete gamma). Return 0 (p = 1) for degenerate arguments. */
 double cbad_rate_log10_upper(double c, double lambda);
 double cbad_rate_log10_lower(double c, double lambda);
+/* log10 P(X >= c) for an exponentially weighted count X over a window of w events with mean
+ * lambda: the Poisson tail of the count with the same mean and variance (a count of
+ * (2 - 1/w) times as many events). The law of the burst test's statistic, the floor of its
+ * calibrated p-value. Pure. */
+double cbad_rate_log10_upper_ew(double c, double lambda, double w);
+/* log10 P(X <= c) for the same count. Pure. */
+double cbad_rate_log10_lower_ew(double c, double lambda, double w);
 
 /* The helpers below decay a share over the events between its last occurrence and now only:
  * learning an occurrence is itself one step of decay. */
