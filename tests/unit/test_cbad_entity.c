@@ -9,6 +9,7 @@
 
 #include "services/detector/cbad/cbad_entity.h"
 #include "services/detector/cbad/cbad_json.h"
+#include "services/detector/cbad/cbad_values.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ULL;
 
@@ -345,6 +346,46 @@ START_TEST(test_state)
 }
 END_TEST
 
+/* Per value field state only for the value fields there are, and a table of one saves and
+ * loads to the same bytes (the format keeps CBAD_ENTITY_MAX_VALUES of each). */
+START_TEST(test_values_sized)
+{
+	cbad_entity *e1, *e4, *b;
+	cbad_entity_signal s1[16];
+	cbad_writer w1 = {0}, w2 = {0};
+	cbad_reader r;
+	size_t per = sizeof(cbad_values_lcalib) + 2 * sizeof(cbad_values_calib) +
+		     sizeof(cbad_values_runs);
+
+	ck_assert_int_eq(cbad_entity_new(32, 1, &e1), 0);
+	ck_assert_int_eq(cbad_entity_new(32, 4, &e4), 0);
+	ck_assert_uint_eq(cbad_entity_memory(e4) - cbad_entity_memory(e1), 3 * per);
+	for (int i = 0; i < 1000; i++) {
+		char name[8];
+		double v = u01() * 10;
+
+		snprintf(name, sizeof(name), "h%d", i % 5);
+		cbad_entity_observe(e1, key_of(name), name, strlen(name), &v, i % 24, true,
+				    (uint64_t)i, true, s1, 16);
+	}
+	cbad_entity_save(e1, &w1);
+	ck_assert(!w1.failed);
+	ck_assert_int_eq(cbad_entity_new(32, 1, &b), 0);
+	cbad_reader_init(&r, w1.buf, w1.len);
+	ck_assert_int_eq(cbad_entity_load(b, &r), 0);
+	ck_assert_uint_eq(r.off, w1.len);
+	ck_assert_uint_eq(cbad_entity_memory(b), cbad_entity_memory(e1));
+	cbad_entity_save(b, &w2);
+	ck_assert_uint_eq(w2.len, w1.len);
+	ck_assert(memcmp(w1.buf, w2.buf, w1.len) == 0);
+	cbad_writer_free(&w1);
+	cbad_writer_free(&w2);
+	cbad_entity_free(b);
+	cbad_entity_free(e1);
+	cbad_entity_free(e4);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("cbad_entity");
@@ -357,6 +398,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_long_burst);
 	tcase_add_test(tc, test_level_step);
 	tcase_add_test(tc, test_state);
+	tcase_add_test(tc, test_values_sized);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "services/detector/cbad/cbad_numeric.h"
+#include "services/detector/cbad/cbad_rate.h"
 
 typedef struct gen {
 	uint64_t s;
@@ -555,6 +556,65 @@ START_TEST(test_determinism_and_state)
 }
 END_TEST
 
+/* Plain measurements, with or without a categorical field of three values. */
+static void plain_step(cbad_numeric *n, gen *g, int i, bool with_level)
+{
+	static const char *const lv[] = {"info", "warn", "error"};
+	cbad_chan_signal out[8];
+	char buf[256];
+	int len;
+	cbad_event_view v;
+
+	if (with_level)
+		len = snprintf(buf, sizeof(buf), "{\"ts\":\"t%d\",\"level\":\"%s\",\"cpu\":%.1f,\"mem\":%.1f}",
+			       i, lv[(int)(u01(g) * 3)], 20 + gauss(g), 50 + 3 * gauss(g));
+	else
+		len = snprintf(buf, sizeof(buf), "{\"ts\":\"t%d\",\"cpu\":%.1f,\"mem\":%.1f}", i,
+			       20 + gauss(g), 50 + 3 * gauss(g));
+	v = (cbad_event_view){.raw = buf, .len = (size_t)len,
+			      .ts_ms = 1700000000000LL + i * 500, .template_id = 9};
+	cbad_numeric_observe(n, &v, true, out, 8);
+}
+
+/* The categorical and id tables exist only with their fields, and a state without them
+ * saves and loads to the same bytes and the same memory. */
+START_TEST(test_rate_tables_on_demand)
+{
+	cbad_numeric *a = make(), *b = make();
+	cbad_rate *lab = NULL;
+	gen g1 = {5}, g2 = {5};
+
+	ck_assert_int_eq(cbad_rate_new(&lab), 0);
+	for (int i = 0; i < 1500; i++) {
+		plain_step(a, &g1, i, false);
+		plain_step(b, &g2, i, true);
+	}
+	/* the same value fields; b's categorical field brings its table, a has neither table */
+	ck_assert_uint_ge(cbad_numeric_memory(b), cbad_numeric_memory(a) + cbad_rate_memory(lab));
+	for (int k = 0; k < 2; k++) {
+		cbad_numeric *x = k ? b : a, *c = make();
+		cbad_writer w1 = {0}, w2 = {0};
+		cbad_reader r;
+
+		cbad_numeric_save(x, &w1);
+		ck_assert(!w1.failed);
+		cbad_reader_init(&r, w1.buf, w1.len);
+		ck_assert_int_eq(cbad_numeric_load(c, &r), 0);
+		ck_assert_uint_eq(r.off, w1.len);
+		ck_assert_uint_eq(cbad_numeric_memory(c), cbad_numeric_memory(x));
+		cbad_numeric_save(c, &w2);
+		ck_assert_uint_eq(w2.len, w1.len);
+		ck_assert(memcmp(w1.buf, w2.buf, w1.len) == 0);
+		cbad_writer_free(&w1);
+		cbad_writer_free(&w2);
+		cbad_numeric_free(c);
+	}
+	cbad_rate_free(lab);
+	cbad_numeric_free(a);
+	cbad_numeric_free(b);
+}
+END_TEST
+
 /* A route-like context: three endpoints with ids in their paths, each at its own latency. */
 static size_t route_step(cbad_numeric *n, gen *g, int i, int route, double ms,
 			 cbad_chan_signal *out, size_t max)
@@ -768,6 +828,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_pair_values);
 	tcase_add_test(tc, test_entity_level_step);
 	tcase_add_test(tc, test_entity_codes_not_values);
+	tcase_add_test(tc, test_rate_tables_on_demand);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -61,8 +61,10 @@ struct cbad_entity {
 	ent *slab;
 	cbad_values_model *models; /* cap * nvalues */
 	elevel *levels;            /* cap * nvalues */
-	cbad_values_calib spike[CBAD_ENTITY_MAX_VALUES], shift[CBAD_ENTITY_MAX_VALUES];
-	cbad_values_runs runs[CBAD_ENTITY_MAX_VALUES];
+	/* per value field (nvalues, none without value fields): the pooled spike and step
+	 * calibrations and the runs */
+	cbad_values_calib *spike, *shift;
+	cbad_values_runs *runs;
 	cbad_values_calib rate_cal, hour_cal;
 	cbad_values_lcalib *level_cal; /* nvalues: the level steps' pooled calibration */
 	double stream_hours[24], stream_hours_n;
@@ -97,24 +99,30 @@ int cbad_entity_new(uint32_t max_entities, size_t nvalues, cbad_entity **ret)
 	e->sets = calloc((size_t)e->max, sizeof(*e->sets));
 	if (!e->sets)
 		goto out_free;
-	for (size_t i = 0; i < CBAD_ENTITY_MAX_VALUES; i++) {
-		cbad_values_calib_init(&e->spike[i]);
-		cbad_values_calib_init(&e->shift[i]);
-		cbad_values_runs_init(&e->runs[i]);
-	}
 	cbad_values_calib_init(&e->rate_cal);
 	cbad_values_calib_init(&e->hour_cal);
 	if (nvalues) {
 		e->level_cal = calloc(nvalues, sizeof(*e->level_cal));
-		if (!e->level_cal)
-			goto out_free_sets;
-		for (size_t i = 0; i < nvalues; i++)
+		e->spike = calloc(nvalues, sizeof(*e->spike));
+		e->shift = calloc(nvalues, sizeof(*e->shift));
+		e->runs = calloc(nvalues, sizeof(*e->runs));
+		if (!e->level_cal || !e->spike || !e->shift || !e->runs)
+			goto out_free_values;
+		for (size_t i = 0; i < nvalues; i++) {
 			cbad_values_lcalib_init(&e->level_cal[i]);
+			cbad_values_calib_init(&e->spike[i]);
+			cbad_values_calib_init(&e->shift[i]);
+			cbad_values_runs_init(&e->runs[i]);
+		}
 	}
 	*ret = e;
 	return 0;
 
-out_free_sets:
+out_free_values:
+	free(e->runs);
+	free(e->shift);
+	free(e->spike);
+	free(e->level_cal);
 	free(e->sets);
 out_free:
 	free(e);
@@ -128,6 +136,9 @@ void cbad_entity_free(cbad_entity *e)
 	free(e->models);
 	free(e->levels);
 	free(e->level_cal);
+	free(e->runs);
+	free(e->shift);
+	free(e->spike);
 	free(e->slab);
 	free(e->sets);
 	free(e);
@@ -143,7 +154,7 @@ size_t cbad_entity_memory(const cbad_entity *e)
 	if (!e)
 		return 0;
 	return sizeof(*e) + (size_t)e->max * sizeof(*e->sets) + (size_t)e->cap * sizeof(ent) +
-	       (size_t)e->nvalues * sizeof(*e->level_cal) +
+	       (size_t)e->nvalues * (sizeof(*e->level_cal) + 2 * sizeof(*e->spike) + sizeof(*e->runs)) +
 	       (size_t)e->cap * e->nvalues * (sizeof(cbad_values_model) + sizeof(elevel));
 }
 
@@ -681,12 +692,18 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 
 void cbad_entity_save(const cbad_entity *e, cbad_writer *w)
 {
+	cbad_values_calib fresh;
+	cbad_values_runs fresh_runs;
+
 	cbad_w_u32(w, e->max);
 	cbad_w_u32(w, e->nvalues);
+	/* the format holds CBAD_ENTITY_MAX_VALUES of each: past nvalues, new ones */
+	cbad_values_calib_init(&fresh);
+	cbad_values_runs_init(&fresh_runs);
 	for (uint32_t v = 0; v < CBAD_ENTITY_MAX_VALUES; v++) {
-		cbad_values_calib_save(&e->spike[v], w);
-		cbad_values_calib_save(&e->shift[v], w);
-		cbad_values_runs_save(&e->runs[v], w);
+		cbad_values_calib_save(v < e->nvalues ? &e->spike[v] : &fresh, w);
+		cbad_values_calib_save(v < e->nvalues ? &e->shift[v] : &fresh, w);
+		cbad_values_runs_save(v < e->nvalues ? &e->runs[v] : &fresh_runs, w);
 	}
 	cbad_values_calib_save(&e->rate_cal, w);
 	cbad_values_calib_save(&e->hour_cal, w);
@@ -736,10 +753,15 @@ int cbad_entity_load(cbad_entity *e, cbad_reader *r)
 	if (r->failed || max != e->max || nv != e->nvalues || e->used != 0)
 		return -EINVAL;
 	for (uint32_t v = 0; v < CBAD_ENTITY_MAX_VALUES; v++) {
-		if (cbad_values_calib_load(&e->spike[v], r) < 0 ||
-		    cbad_values_calib_load(&e->shift[v], r) < 0)
+		cbad_values_calib spare;
+		cbad_values_runs spare_runs;
+		bool own = v < e->nvalues;
+
+		/* past nvalues: read and not kept (nothing reads them) */
+		if (cbad_values_calib_load(own ? &e->spike[v] : &spare, r) < 0 ||
+		    cbad_values_calib_load(own ? &e->shift[v] : &spare, r) < 0)
 			return -EINVAL;
-		cbad_values_runs_load(&e->runs[v], r);
+		cbad_values_runs_load(own ? &e->runs[v] : &spare_runs, r);
 	}
 	if (cbad_values_calib_load(&e->rate_cal, r) < 0 ||
 	    cbad_values_calib_load(&e->hour_cal, r) < 0)

@@ -174,7 +174,7 @@ struct cbad_numeric {
 	size_t last_tests;
 	uint32_t nvalues, vcap;
 	bool values_configured;
-	/* value fields, allocated as they are first seen (1.2 KB each, up to
+	/* value fields, allocated as they are first seen (3,640 B each, up to
 	 * CBAD_MAX_VALUE_FIELDS): a stream with 4 numeric fields does not carry 16 */
 	vfield *v;
 
@@ -337,28 +337,19 @@ int cbad_numeric_new(const cbad_settings *s, cbad_numeric **ret, char *errbuf, s
 	n->nent = (uint32_t)s->nentity_fields;
 	for (int k = 0; k < NK; k++)
 		cbad_values_lcalib_init(&n->kind_cal[k]);
-	/* template labels are rebuilt from the key, and id drops are not reported: only the
-	 * categorical table keeps label text */
+	/* template labels are rebuilt from the key; the categorical and id tables are made
+	 * with their fields (make_rates) */
 	rc = cbad_rate_new_unlabeled(&n->rate);
 	if (rc < 0)
 		goto out_free;
-	rc = cbad_rate_new_unlabeled(&n->idrate);
-	if (rc < 0)
-		goto out_rate;
-	rc = cbad_rate_new(&n->crate);
-	if (rc < 0)
-		goto out_idrate;
 	n->cands = calloc(HEURISTIC_MAX_FIELDS, sizeof(*n->cands));
 	if (!n->cands) {
 		rc = -ENOMEM;
-		goto out_idrate;
+		goto out_rate;
 	}
 	*ret = n;
 	return 0;
 
-out_idrate:
-	cbad_rate_free(n->crate);
-	cbad_rate_free(n->idrate);
 out_rate:
 	cbad_rate_free(n->rate);
 out_free:
@@ -548,6 +539,20 @@ static void heur_watch(cbad_numeric *n, const cbad_json_field *f, size_t nf)
 }
 
 /* The who fields (entity fields, then id fields) and their partner tables. */
+/* The categorical table when there are categorical fields, the id table when there are id
+ * fields: 23 and 11 KiB that a stream without such fields never fills. Nothing observes them
+ * before the fields are decided, so a table made now is the table that would have been made
+ * at the start. Id drops are not reported: only the categorical table keeps label text.
+ * Returns 0 or -ENOMEM (what was made stays; the caller frees it). */
+static int make_rates(cbad_numeric *n)
+{
+	if (n->ncat && !n->crate && cbad_rate_new(&n->crate) < 0)
+		return -ENOMEM;
+	if (n->nid && !n->idrate && cbad_rate_new_unlabeled(&n->idrate) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 static int make_who(cbad_numeric *n)
 {
 	n->nwho = 0;
@@ -1712,7 +1717,8 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 			n->heur_n++;
 			if (n->heur_n >= HEURISTIC_EVENTS) {
 				heur_decide(n);
-				if (make_entities(n) == 0 && make_who(n) == 0 && make_pairs(n) == 0) {
+				if (make_entities(n) == 0 && make_rates(n) == 0 && make_who(n) == 0 &&
+				    make_pairs(n) == 0) {
 					n->decided = true;
 					free(n->cands);
 					n->cands = NULL;
@@ -1722,6 +1728,9 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 						cbad_entity_free(n->ent[i]);
 						n->ent[i] = NULL;
 					}
+					cbad_rate_free(n->crate);
+					cbad_rate_free(n->idrate);
+					n->crate = n->idrate = NULL;
 					n->nent = (uint32_t)n->s.nentity_fields;
 					n->nctx = 0;
 					n->ncat = 0;
@@ -1846,6 +1855,32 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 	}
 }
 
+/* Loads a categorical (labeled) or id table, made for the load when it is not there yet.
+ * Returns 0, -ENOMEM, or -EINVAL with rd->failed set. */
+static int load_table(cbad_rate **t, bool labeled, cbad_reader *rd)
+{
+	if (!*t && (labeled ? cbad_rate_new(t) : cbad_rate_new_unlabeled(t)) < 0)
+		return -ENOMEM;
+	if (cbad_rate_load(*t, rd) < 0) {
+		rd->failed = true;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* After a load: a table without its fields was never observed (it saved as new); not kept. */
+static void drop_unused_rates(cbad_numeric *n)
+{
+	if (!n->ncat) {
+		cbad_rate_free(n->crate);
+		n->crate = NULL;
+	}
+	if (!n->nid) {
+		cbad_rate_free(n->idrate);
+		n->idrate = NULL;
+	}
+}
+
 int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 {
 	uint32_t nv;
@@ -1882,9 +1917,12 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 	n->rq_share = cbad_r_f64(r);
 	if (r->failed || !(n->rq_share >= 0 && n->rq_share <= 1))
 		return -EINVAL;
-	if (cbad_rate_load(n->rate, r) < 0 || cbad_rate_load(n->crate, r) < 0)
+	if (cbad_rate_load(n->rate, r) < 0)
 		return -EINVAL;
+	if (load_table(&n->crate, true, r) < 0)
+		return r->failed ? -EINVAL : -ENOMEM;
 	if (cbad_r_u8(r) == 0) {
+		drop_unused_rates(n);
 		n->heur_n = cbad_r_count(r, HEURISTIC_EVENTS - 1);
 		n->ncands = cbad_r_count(r, HEURISTIC_MAX_FIELDS);
 		for (uint32_t i = 0; i < n->ncands && !r->failed; i++) {
@@ -1951,8 +1989,9 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 				return -EINVAL;
 			n->id_hash[i] = name_hash(n->id_name[i]);
 		}
-		if (cbad_rate_load(n->idrate, r) < 0)
-			return -EINVAL;
+		if (load_table(&n->idrate, false, r) < 0)
+			return r->failed ? -EINVAL : -ENOMEM;
+		drop_unused_rates(n);
 		if (make_who(n) < 0)
 			return -ENOMEM;
 		for (uint32_t a = 0; a < n->nwho && n->pair; a++)

@@ -519,6 +519,18 @@ void cbad_rate_save(const cbad_rate *r, cbad_writer *w)
 {
 	uint32_t used = 0;
 
+	if (!r) {
+		/* a table not made yet: what a new one saves (it has counted nothing) */
+		cbad_values_calib fresh;
+
+		cbad_values_calib_init(&fresh);
+		cbad_w_u64(w, 0);
+		cbad_w_u32(w, 0);
+		cbad_values_calib_save(&fresh, w);
+		cbad_values_calib_save(&fresh, w);
+		cbad_w_u32(w, 0);
+		return;
+	}
 	cbad_w_u64(w, r->t);
 	cbad_w_u32(w, r->rr);
 	cbad_values_calib_save(&r->burst_cal, w);

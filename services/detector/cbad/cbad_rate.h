@@ -101,6 +101,7 @@ void cbad_rate_observe(cbad_rate *r, const cbad_rate_key *keys, size_t nkeys, bo
 		       cbad_rate_verdict *burst, cbad_rate_verdict *drop);
 
 size_t cbad_rate_memory(const cbad_rate *r);
+/* r may be NULL: a table not made yet saves what a new table saves. */
 void cbad_rate_save(const cbad_rate *r, cbad_writer *w);
 /* Returns 0 or -EINVAL when the state is corrupt. */
 int cbad_rate_load(cbad_rate *r, cbad_reader *rd);
