@@ -241,6 +241,34 @@ START_TEST(test_long_burst)
 }
 END_TEST
 
+/* The entity's burst is never rarer than its statistic's law (the weighted count's, as the
+ * stream's burst): two entities in strict alternation give the calibrator one constant count,
+ * so a few extra events of one would rank as a record, while the law finds them ordinary. */
+START_TEST(test_burst_not_below_law)
+{
+	cbad_entity *e;
+	cbad_entity_signal s[8];
+	double v[1] = {NAN};
+	uint64_t t = 0;
+	double pmin = 1.0;
+
+	ck_assert_int_eq(cbad_entity_new(16, 1, &e), 0);
+	for (; t < 40000; t++) {
+		const char *name = t % 2 ? "b" : "a";
+
+		cbad_entity_observe(e, key_of(name), name, 1, v, -1, false, t, true, s, 8);
+	}
+	for (int i = 0; i < 4; i++, t++) {
+		size_t k = cbad_entity_observe(e, key_of("a"), "a", 1, v, -1, false, t, true, s, 8);
+
+		if (find(s, k, CBAD_ENTITY_RATE) < pmin)
+			pmin = find(s, k, CBAD_ENTITY_RATE);
+	}
+	ck_assert_double_gt(pmin, 0.05);
+	cbad_entity_free(e);
+}
+END_TEST
+
 /* Ten hosts with their own levels and autocorrelated noise; one steps up by 8 of its sigmas
  * and stays there. The spike and step tests of the value model see its first values only (the
  * one-step prediction catches up within ~8 values); the long-run level step keeps the strange
@@ -396,6 +424,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_hours);
 	tcase_add_test(tc, test_bounded);
 	tcase_add_test(tc, test_long_burst);
+	tcase_add_test(tc, test_burst_not_below_law);
 	tcase_add_test(tc, test_level_step);
 	tcase_add_test(tc, test_state);
 	tcase_add_test(tc, test_values_sized);

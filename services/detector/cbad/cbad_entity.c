@@ -321,7 +321,7 @@ static double ew_decay(double w, uint64_t dt)
  * client's page and its assets: 4-6 of 32 events), and it cannot tell a scanner from one. Its
  * share is kept in ew.s_mid (cbad_rate_ew_learn's own 256-event share is overwritten). */
 static double ent_burst(const ent *x, uint64_t now, double prior, double *ret_obs,
-			double *ret_exp)
+			double *ret_exp, double *ret_cn, double *ret_en)
 {
 	const double ws = CBAD_ENTITY_RATE_SHORT, wr = CBAD_ENTITY_RATE_BEFORE;
 	const double wl = CBAD_RATE_LONG, wn = ENT_NOW;
@@ -340,7 +340,19 @@ static double ent_burst(const ent *x, uint64_t now, double prior, double *ret_ob
 	*ret_exp = share * ws;
 	s1 = -cbad_rate_log10_upper(*ret_obs, *ret_exp);
 	s2 = -cbad_rate_log10_upper(cn, share * wn);
+	/* the recent count is the statistic only when it is the weaker (ret_cn = 0 otherwise) */
+	*ret_cn = s2 < ENT_NOW_STAT && s2 < s1 ? cn : 0;
+	*ret_en = share * wn;
 	return s2 >= ENT_NOW_STAT ? s1 : fmin(s1, s2);
+}
+
+/* log10 of the law of the burst's statistic: the weighted count's (cbad_rate_log10_upper_ew)
+ * of the window that gave it, as the stream's burst (round 13). */
+static double ent_burst_law(double obs, double ex, double cn, double en)
+{
+	if (cn > 0)
+		return cbad_rate_log10_upper_ew(cn, en, ENT_NOW);
+	return cbad_rate_log10_upper_ew(obs, ex, CBAD_ENTITY_RATE_SHORT);
 }
 
 /* Counts one occurrence of the entity at stream index now in its shares. */
@@ -446,7 +458,7 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	size_t k = 0;
 	ent tmp, *x;
 	cbad_values_model *models = NULL;
-	double obs, ex, rstat, rp = 1.0, hstat = 0, hp = 1.0, hpmin = 1.0;
+	double obs, ex, cn = 0, en = 0, rstat, rp = 1.0, hstat = 0, hp = 1.0, hpmin = 1.0;
 	bool hour_ok;
 	/* per value: judged?, its statistics and calibrated p-values */
 	bool judged[CBAD_ENTITY_MAX_VALUES] = {false};
@@ -479,9 +491,14 @@ size_t cbad_entity_observe(cbad_entity *e, uint64_t key, const char *label, size
 	/* rate: the entity's share of the stream's recent events (a values-only table has none) */
 	rstat = 0;
 	if (!e->values_only)
-		rstat = ent_burst(x, now, prior, &obs, &ex);
+		rstat = ent_burst(x, now, prior, &obs, &ex, &cn, &en);
 	if (!e->values_only && cbad_values_calib_ready(&e->rate_cal)) {
 		rp = cbad_values_calib_p_logp(&e->rate_cal, rstat);
+		/* never below its count's law (the stream burst's rule): above the mean that tail
+		 * is below the plain Poisson one, 10^-rstat, so it is computed only when it can
+		 * bound */
+		if (!((cn > 0 ? cn > en : obs > ex) && rp >= pow(10.0, -rstat)))
+			rp = fmax(rp, pow(10.0, ent_burst_law(obs, ex, cn, en)));
 		if (k < max) {
 			cbad_entity_signal *s = &out[k++];
 
