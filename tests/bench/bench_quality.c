@@ -20,7 +20,7 @@ typedef struct options {
 	const char *stream;
 	const char *settings_json;
 	char streams_dir[2048], nab_dir[2048];
-	bool json, no_streams, no_nab, nab_reference, verbose;
+	bool json, no_streams, no_nab, nab_reference, verbose, windows;
 } options;
 
 static double now_s(void)
@@ -238,6 +238,40 @@ static void reference_scores(const bench_data_nab_file *f, double *score)
 		score[(f->windows[w][0] + f->windows[w][1]) / 2] = 1.0;
 }
 
+/* --windows: one line per NAB window at the corpus' standard threshold theta: its rows, its
+ * best score (row, signal: "-" when below the engine's alpha) and the first row scoring
+ * >= theta (rows after the window's start), or "missed"; near-misses show as a best score
+ * just under theta. */
+static void print_windows(const bench_data_nab_file *files, size_t n, double *const *scores,
+			  char (*const *signals)[32], double theta)
+{
+	printf("\nNAB windows at the standard threshold %.6g\n", theta);
+	printf("  %-44s %13s %8s %8s %-24s %s\n", "file", "window", "best", "at", "signal",
+	       "first >= threshold");
+	for (size_t i = 0; i < n; i++) {
+		const bench_data_nab_file *f = &files[i];
+
+		for (size_t w = 0; w < f->nwindows; w++) {
+			size_t a = f->windows[w][0], b = f->windows[w][1], best = a, first = SIZE_MAX;
+			char span[48];
+
+			for (size_t r = a; r <= b && r < f->n; r++) {
+				if (scores[i][r] > scores[i][best])
+					best = r;
+				if (first == SIZE_MAX && scores[i][r] >= theta)
+					first = r;
+			}
+			snprintf(span, sizeof(span), "%zu-%zu", a, b);
+			printf("  %-44s %13s %8.4f %8zu %-24s ", f->path, span, scores[i][best], best,
+			       signals[i] && signals[i][best][0] ? signals[i][best] : "-");
+			if (first == SIZE_MAX)
+				printf("missed\n");
+			else
+				printf("%zu (+%zu)\n", first, first - a);
+		}
+	}
+}
+
 static int run_nab(const options *o, cJSON *out)
 {
 	static const bench_scoring_nab_profile *profiles[] = {
@@ -246,6 +280,7 @@ static int run_nab(const options *o, cJSON *out)
 	bench_data_nab_file *files = NULL;
 	bench_scoring_nab_file *sf = NULL;
 	double **scores = NULL, t0, secs, theta_std = INFINITY;
+	char (**signals)[32] = NULL; /* --windows: the signal behind each row's score */
 	size_t n = 0, rows = 0;
 	char err[512] = "";
 	cJSON *nab = out ? cJSON_AddObjectToObject(out, "nab") : NULL;
@@ -258,7 +293,8 @@ static int run_nab(const options *o, cJSON *out)
 	}
 	sf = calloc(n, sizeof(*sf));
 	scores = calloc(n, sizeof(*scores));
-	if (!sf || !scores) {
+	signals = calloc(n, sizeof(*signals));
+	if (!sf || !scores || !signals) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -272,6 +308,13 @@ static int run_nab(const options *o, cJSON *out)
 			rc = -ENOMEM;
 			break;
 		}
+		if (o->windows && !o->nab_reference) {
+			signals[i] = calloc(f->n + 1, sizeof(*signals[i]));
+			if (!signals[i]) {
+				rc = -ENOMEM;
+				break;
+			}
+		}
 		rows += f->n;
 		if (o->nab_reference) {
 			reference_scores(f, scores[i]);
@@ -284,6 +327,9 @@ static int run_nab(const options *o, cJSON *out)
 
 				cbad_detector_process(d, ev, (size_t)len, f->ts_ms[r], &res);
 				scores[i][r] = res.score;
+				if (signals[i])
+					snprintf(signals[i][r], sizeof(signals[i][r]), "%s",
+						 res.signal);
 			}
 			cbad_detector_free(d);
 		}
@@ -371,10 +417,15 @@ static int run_nab(const options *o, cJSON *out)
 			i = j;
 		}
 	}
+	if (o->windows && !o->json)
+		print_windows(files, n, scores, signals, theta_std);
 out:
 	for (size_t i = 0; scores && i < n; i++)
 		free(scores[i]);
+	for (size_t i = 0; signals && i < n; i++)
+		free(signals[i]);
 	free(scores);
+	free(signals);
 	free(sf);
 	bench_data_nab_free(files, n);
 	return rc;
@@ -396,6 +447,8 @@ static void usage(FILE *f)
 		"  --no-nab            skip NAB\n"
 		"  --nab-reference     score NAB's README reference detector instead (self-check:\n"
 		"                      expect 93.09 / 93.09 / 95.39)\n"
+		"  --windows           after NAB, one line per window: best score in it (row, signal)\n"
+		"                      and the first row at/above the standard threshold, or missed\n"
 		"  --verbose           every flagged line on stderr\n"
 		"  --json              one JSON document on stdout\n");
 }
@@ -412,6 +465,7 @@ int main(int argc, char **argv)
 		{ "no-nab", no_argument, NULL, '2' },
 		{ "nab-reference", no_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "windows", no_argument, NULL, 'w' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -449,6 +503,7 @@ int main(int argc, char **argv)
 		case '2': o.no_nab = true; break;
 		case 'r': o.nab_reference = true; break;
 		case 'v': o.verbose = true; break;
+		case 'w': o.windows = true; break;
 		case 'j': o.json = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
