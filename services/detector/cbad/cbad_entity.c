@@ -402,7 +402,7 @@ static double level_step(const elevel *l, double z)
 /* Learns x into the level (n: the entity's values learned before it). */
 static void level_learn(elevel *l, uint32_t n, double x, double z)
 {
-	double a, r, lim;
+	double a, r;
 
 	l->zprev = (float)z;
 	if (n == 0) {
@@ -415,11 +415,7 @@ static void level_learn(elevel *l, uint32_t n, double x, double z)
 	/* Huber clip: one excursion barely moves the level, a lasting one raises the variance by
 	 * about (1 + 15a) a value and is absorbed */
 	if (n >= CBAD_ENTITY_MIN_OWN) {
-		lim = LEVEL_CLIP * level_sigma(l, 0.0);
-		if (r > lim)
-			r = lim;
-		if (r < -lim)
-			r = -lim;
+		r = cbad_huber_clip(r, LEVEL_CLIP * level_sigma(l, 0.0));
 	}
 	l->mu += a * r;
 	l->var = (float)((1.0 - a) * ((double)l->var + a * r * r));

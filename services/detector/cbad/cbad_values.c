@@ -567,7 +567,7 @@ void cbad_values_model_judge(const cbad_values_model *m, double x, cbad_values_j
 
 void cbad_values_model_learn(cbad_values_model *m, double x)
 {
-	double a, r, sig, lim, var;
+	double a, r, sig, var;
 
 	if (!isfinite(x))
 		return;
@@ -595,11 +595,7 @@ void cbad_values_model_learn(cbad_values_model *m, double x)
 		double e = x - m->fast;
 
 		if (m->n >= 8) {
-			lim = MODEL_CLIP * pred_sigma(m);
-			if (e > lim)
-				e = lim;
-			if (e < -lim)
-				e = -lim;
+			e = cbad_huber_clip(e, MODEL_CLIP * pred_sigma(m));
 		}
 		m->rvar = (float)((1.0 - a) * ((double)m->rvar + a * e * e));
 	}
@@ -608,11 +604,7 @@ void cbad_values_model_learn(cbad_values_model *m, double x)
 	r = x - m->mu;
 	if (m->n >= 8) {
 		sig = model_sigma(m);
-		lim = MODEL_CLIP * sig;
-		if (r > lim)
-			r = lim;
-		if (r < -lim)
-			r = -lim;
+		r = cbad_huber_clip(r, MODEL_CLIP * sig);
 	}
 	m->mu += a * r;
 	var = (1.0 - a) * ((double)m->var + a * r * r);
@@ -687,7 +679,7 @@ double cbad_values_level_p(const cbad_values_level *l, double stat)
 
 void cbad_values_level_learn(cbad_values_level *l, double x, double stat)
 {
-	double a, r, lim;
+	double a, r;
 
 	if (!isfinite(x))
 		return;
@@ -707,11 +699,7 @@ void cbad_values_level_learn(cbad_values_level *l, double x, double stat)
 	r = x - l->mu;
 	/* Huber clip, as in the value model: one excursion barely moves the long-run level */
 	if (l->n >= CBAD_VALUES_MIN_N) {
-		lim = MODEL_CLIP * level_sigma(l, 0.0);
-		if (r > lim)
-			r = lim;
-		if (r < -lim)
-			r = -lim;
+		r = cbad_huber_clip(r, MODEL_CLIP * level_sigma(l, 0.0));
 	}
 	l->mu += a * r;
 	l->var = (1.0 - a) * (l->var + a * r * r);
@@ -795,12 +783,7 @@ void cbad_values_season_learn(cbad_values_season *s, int slot, double x, double 
 		cbad_values_level_learn(&s->resid, r, stat);
 	/* Huber clip, as in the level: one odd day barely moves the slot's mean */
 	if (s->resid.n >= CBAD_VALUES_MIN_N) {
-		double lim = MODEL_CLIP * level_sigma(&s->resid, res);
-
-		if (r > lim)
-			r = lim;
-		if (r < -lim)
-			r = -lim;
+		r = cbad_huber_clip(r, MODEL_CLIP * level_sigma(&s->resid, res));
 	}
 	a = 1.0 / (double)(n + 1 < CBAD_SEASON_MEMORY ? n + 1 : CBAD_SEASON_MEMORY);
 	s->mean[slot] = (float)((double)s->mean[slot] + a * r);

@@ -204,4 +204,11 @@ void cbad_values_runs_learn(cbad_values_runs *r, uint32_t prev_run, uint32_t run
 void cbad_values_runs_save(const cbad_values_runs *r, cbad_writer *w);
 void cbad_values_runs_load(cbad_values_runs *r, cbad_reader *r_);
 
+/* r clipped to [-lim, lim] (lim >= 0): Huber's clip of a residual before it updates a mean, so
+ * that one excursion barely moves it. NaN passes unchanged. */
+static inline double cbad_huber_clip(double r, double lim)
+{
+	return r > lim ? lim : r < -lim ? -lim : r;
+}
+
 #endif /* DL_CBAD_VALUES_H */
