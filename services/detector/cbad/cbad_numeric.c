@@ -82,6 +82,7 @@
 #define HOUR_ALPHA 1e-3          /* the detector's default alpha (Tarone's rule over hour tests) */
 #define CTX_WEAK_P 0.1           /* context tests weaker than this are counted, not carried */
 #define MAX_CAND 96
+_Static_assert(MAX_CAND <= 256, "cbad_numeric_observe orders the tests by a byte");
 #define RQ_GAP 32                /* events: a strange who-burst this close to the last one is quarantined */
 #define RQ_MEMORY 4096.0         /* events the quarantined share is averaged over */
 #define RQ_BUDGET 0.02           /* at most this share of events quarantined (about 80 of 4096) */
@@ -1571,6 +1572,8 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 {
 	cbad_json_field f[MAX_SCAN];
 	cand cs[MAX_CAND];
+	uint8_t ord[MAX_CAND];
+	double pv[MAX_CAND];
 	size_t nc = 0, nout = 0;
 	double evals[CBAD_MAX_VALUE_FIELDS];
 	double kmin[NK] = {1.0, 1.0, 1.0}, kmin2[NK] = {1.0, 1.0, 1.0};
@@ -1686,22 +1689,33 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 		}
 	}
 
-	/* strongest first: selection of the max smallest p-values, ties in test order */
+	/* strongest first: selection of the max smallest p-values, ties in test order. The
+	 * selection moves test numbers and their p-values (one byte and eight), not the 96-byte
+	 * tests: the same comparisons in the same order, so the same order whatever the values */
+	for (size_t i = 0; i < nc; i++) {
+		ord[i] = (uint8_t)i;
+		pv[i] = cs[i].p;
+	}
 	while (nout < max && nout < nc) {
 		size_t best = nout;
+		double bp = pv[nout];
 
 		for (size_t i = nout + 1; i < nc; i++)
-			if (cs[i].p < cs[best].p)
+			if (pv[i] < bp) {
+				bp = pv[i];
 				best = i;
+			}
 		if (best != nout) {
-			cand tmp = cs[best];
+			uint8_t t = ord[best];
 
-			memmove(&cs[nout + 1], &cs[nout], (best - nout) * sizeof(cand));
-			cs[nout] = tmp;
+			memmove(&ord[nout + 1], &ord[nout], best - nout);
+			memmove(&pv[nout + 1], &pv[nout], (best - nout) * sizeof(pv[0]));
+			ord[nout] = t;
+			pv[nout] = bp;
 		}
 		/* the text only for the strongest: the only one an explanation can quote (several
 		 * snprintf per event on a busy stream were a tenth of this module) */
-		cand_signal(n, &cs[nout], &out[nout], nout == 0);
+		cand_signal(n, &cs[ord[nout]], &out[nout], nout == 0);
 		nout++;
 	}
 
