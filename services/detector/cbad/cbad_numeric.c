@@ -1013,8 +1013,11 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 				cst = fmax(nup, ndn);
 				if (cbad_values_calib_ready(&v->cus) &&
 				    (c = push(cs, nc, K_VALUE, W_CUSUM, fi, -1))) {
-					cp = c->p = cst > 0 ? fmax(v->cpos * cbad_values_calib_p(&v->cus, cst),
-							 fmin(1.0, 2 * exp(-2 * CUS_K * cst))) : 1.0;
+					double fl = fmin(1.0, 2 * exp(-2 * CUS_K * cst));
+
+					/* the floor alone decides while it is 1 (no rank needed) */
+					cp = c->p = fl < 1.0 ? fmax(v->cpos * cbad_values_calib_p(&v->cus, cst), fl) :
+							       1.0;
 					c->stat = cst;
 					c->value = j.fast;
 					c->lo = j.mean - 2 * j.sigma;
