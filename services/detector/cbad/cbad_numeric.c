@@ -66,7 +66,10 @@
 #define WHO_MIN_OCC 64.0         /* occurrences before a pair is tested */
 #define ID_MAX_UNIQUE 0.95       /* an id field's values must recur: distinct <= 95 % of uses */
 #define DETAIL_P 0.01            /* detail text only for signals this strong */
-#define STATE_TAG 0x484d554eu    /* "NUMH": entities' daily smallest hour p, 32-event shares, daily shapes, lasting shares */
+#define STATE_TAG 0x4d4d554eu    /* "NUMM": + value fields' CUSUMs (NUMH: entities' daily smallest hour p, 32-event shares, daily shapes, lasting shares) */
+#define CUS_K 0.25               /* prediction sigmas per value a CUSUM forgets (the drift it ignores) */
+#define CUS_CLIP 4.0             /* a value adds at most this many sigmas to a CUSUM (a spike is the spike test's) */
+#define CUS_MEMORY 256.0         /* values the share of positive CUSUMs is averaged over */
 #define PF_MAX 6                 /* low-cardinality fields whose value pairs are watched */
 #define PF_MAX_DISTINCT 32       /* ... with 2..this many distinct values in the first events */
 #define NPF_PAIRS (PF_MAX * (PF_MAX - 1) / 2)
@@ -95,6 +98,9 @@ typedef struct vfield {
 	uint64_t hash;
 	cbad_values_model m;
 	cbad_values_calib spike, shift;
+	cbad_values_calib cus; /* the CUSUM's positive statistics (W_CUSUM) */
+	double sup, sdn;       /* one-sided CUSUMs of the standardised prediction error */
+	double cpos;           /* EW share of judged values with a positive CUSUM */
 	cbad_values_runs runs;
 	cbad_values_level level;
 	cbad_values_season season;
@@ -129,7 +135,7 @@ typedef struct cand {
 } cand;
 
 enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W_DISTINCT, W_PAIR,
-       W_LEVEL, W_ELEVEL, W_SEASON };
+       W_LEVEL, W_ELEVEL, W_SEASON, W_CUSUM };
 /* tests whose p-value is calibrated on its own and bypasses the kind's rank calibration: a new
  * pair's rate (the stream's level test, tried that way, flagged 4x more rows on NAB than
  * through the kind); an entity's or a context's level step, and an entity's hour of day, each
@@ -137,7 +143,7 @@ enum { W_SPIKE, W_SHIFT, W_FLAT, W_EHOUR, W_ERATE, W_BURST, W_DROP, W_IDBURST, W
  * competed with the flatline runs, whose records fill the kind's tail (a host's cpu and p99
  * stepping 6-13 sigma got kind p 3e-4..2e-3), and the hour's p swung with whichever other
  * entity test the event had (a night session's events: kind p 3e-4..1e-2) */
-#define SELF_CALIBRATED(w) ((w) == W_PAIR || (w) == W_ELEVEL || (w) == W_EHOUR)
+#define SELF_CALIBRATED(w) ((w) == W_PAIR || (w) == W_ELEVEL || (w) == W_EHOUR || (w) == W_CUSUM)
 /* tests that judge a value against the field's long history (its long-run level, its daily
  * shape), not against its last few values: one of them and one short-run test of the same
  * field (spike, step, flatline) ask different questions, so both may count in the kind */
@@ -301,6 +307,9 @@ static vfield *vfield_add(cbad_numeric *n, const char *name, uint64_t hash)
 	cbad_values_model_init(&f->m);
 	cbad_values_calib_init(&f->spike);
 	cbad_values_calib_init(&f->shift);
+	cbad_values_calib_init(&f->cus);
+	f->sup = f->sdn = 0;
+	f->cpos = 1;
 	cbad_values_runs_init(&f->runs);
 	cbad_values_level_init(&f->level);
 	cbad_values_season_init(&f->season);
@@ -784,6 +793,7 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 		      vf);
 		break;
 	case W_SHIFT:
+	case W_CUSUM:
 		join4(out, cap, "shift:", ef, sep, vf);
 		break;
 	case W_FLAT:
@@ -833,6 +843,7 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 			 c->lo, c->hi, c->med);
 		break;
 	case W_SHIFT:
+	case W_CUSUM:
 		snprintf(out, cap, "%s%s%s recently averages %.6g, away from its usual level %.6g", who,
 			 who[0] ? ": " : "", vf, c->value, c->med);
 		break;
@@ -948,6 +959,7 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 		vfield *v;
 		cbad_values_judgement j;
 		double x = f[i].num, zp = 1, sp = 1, lst = 0, sst = 0;
+		double cst = 0, cp = 1, nup = 0, ndn = 0;
 		bool judged = false;
 
 		if (f[i].type != CBAD_JSON_NUMBER || !isfinite(x))
@@ -988,6 +1000,31 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 				c->lo = j.mean - 2 * j.sigma;
 				c->med = j.mean;
 				c->hi = j.mean + 2 * j.sigma;
+			}
+			/* a run of moderately odd values on one side adds up where no single
+			 * value or pair is rare: two one-sided CUSUMs of the prediction error,
+			 * calibrated on their own (SELF_CALIBRATED) against the field's positive
+			 * sums, times the share of values whose sum is positive */
+			{
+				double zs = j.pred_sigma > 0 ? (x - j.pred) / j.pred_sigma : 0;
+
+				zs = fmax(-CUS_CLIP, fmin(CUS_CLIP, zs));
+				nup = fmax(0, v->sup + zs - CUS_K);
+				ndn = fmax(0, v->sdn - zs - CUS_K);
+				cst = fmax(nup, ndn);
+				if (cbad_values_calib_ready(&v->cus) &&
+				    (c = push(cs, nc, K_VALUE, W_CUSUM, fi, -1))) {
+					double fl = fmin(1.0, 2 * exp(-2 * CUS_K * cst));
+
+					/* the floor alone decides while it is 1 (no rank needed) */
+					cp = c->p = fl < 1.0 ? fmax(v->cpos * cbad_values_calib_p(&v->cus, cst), fl) :
+							       1.0;
+					c->stat = cst;
+					c->value = j.fast;
+					c->lo = j.mean - 2 * j.sigma;
+					c->med = j.mean;
+					c->hi = j.mean + 2 * j.sigma;
+				}
 			}
 			if (j.run >= 3 && v->m.res > 0 && cbad_values_runs_testable(&v->runs) &&
 			    (c = push(cs, nc, K_VALUE, W_FLAT, fi, -1))) {
@@ -1039,6 +1076,17 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 		if (judged) {
 			cbad_values_calib_learn(&v->spike, j.z, zp);
 			cbad_values_calib_learn(&v->shift, j.shift, sp);
+			if (cst > 0)
+				cbad_values_calib_learn(&v->cus, cst, cp);
+			v->cpos += ((cst > 0 ? 1.0 : 0.0) - v->cpos) / CUS_MEMORY;
+			/* restart when the calibrator refuses the sum as an anomaly
+			 * (CBAD_CALIB_SKIP): its decay afterwards is not the norm either, and
+			 * measured without the restart it filled the calibrator (NAB 2.6) */
+			if (cp < CBAD_CALIB_SKIP) {
+				nup = ndn = 0;
+			}
+			v->sup = nup;
+			v->sdn = ndn;
 		}
 		if (v->m.n > 0) {
 			uint32_t prev = v->m.run;
@@ -1580,7 +1628,7 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	int kbest[NK] = {-1, -1, -1};
 	size_t kcount[NK] = {0};
 	int nf = 0;
-	size_t nweak = 0, nlevel = 0, nhour = 0;
+	size_t nweak = 0, nlevel = 0, nhour = 0, ncus = 0;
 
 	if (ev->raw && ev->len > 0)
 		nf = cbad_json_scan(ev->raw, ev->len, f, MAX_SCAN);
@@ -1604,7 +1652,12 @@ size_t cbad_numeric_observe(cbad_numeric *n, const cbad_event_view *ev, bool lea
 	 * weak ones that were only counted included; over the entities' hours, those that could
 	 * flag (hour_tests) */
 	nhour = hour_tests(cs, nc);
+	/* the value fields' CUSUMs: Bonferroni over the event's */
+	for (size_t i = 0; i < nc; i++)
+		ncus += cs[i].what == W_CUSUM;
 	for (size_t i = 0; i < nc; i++) {
+		if (cs[i].what == W_CUSUM)
+			cs[i].p = fmin(1.0, cs[i].p * (double)ncus);
 		if (cs[i].what == W_ELEVEL) {
 			cs[i].p = cs[i].p * (double)nlevel < 1.0 ? cs[i].p * (double)nlevel : 1.0;
 			n->last_tests--; /* counted in nlevel already */
@@ -1775,6 +1828,10 @@ void cbad_numeric_save(const cbad_numeric *n, cbad_writer *w)
 		cbad_values_model_save(&n->v[i].m, w);
 		cbad_values_calib_save(&n->v[i].spike, w);
 		cbad_values_calib_save(&n->v[i].shift, w);
+		cbad_values_calib_save(&n->v[i].cus, w);
+		cbad_w_f64(w, n->v[i].sup);
+		cbad_w_f64(w, n->v[i].sdn);
+		cbad_w_f64(w, n->v[i].cpos);
 		cbad_values_runs_save(&n->v[i].runs, w);
 		cbad_values_level_save(&n->v[i].level, w);
 		cbad_values_season_save(&n->v[i].season, w);
@@ -1917,7 +1974,14 @@ int cbad_numeric_load(cbad_numeric *n, cbad_reader *r)
 			return -EINVAL;
 		v->hash = name_hash(v->name);
 		cbad_values_model_load(&v->m, r);
-		if (cbad_values_calib_load(&v->spike, r) < 0 || cbad_values_calib_load(&v->shift, r) < 0)
+		if (cbad_values_calib_load(&v->spike, r) < 0 || cbad_values_calib_load(&v->shift, r) < 0 ||
+		    cbad_values_calib_load(&v->cus, r) < 0)
+			return -EINVAL;
+		v->sup = cbad_r_f64(r);
+		v->sdn = cbad_r_f64(r);
+		v->cpos = cbad_r_f64(r);
+		if (!(v->sup >= 0) || !(v->sdn >= 0) || !(v->cpos >= 0 && v->cpos <= 1) ||
+		    !isfinite(v->sup) || !isfinite(v->sdn))
 			return -EINVAL;
 		cbad_values_runs_load(&v->runs, r);
 		if (cbad_values_level_load(&v->level, r) < 0 ||
