@@ -293,6 +293,50 @@ static double ramp_value_p(double bump)
 	return p;
 }
 
+/* A slow ramp (0.05 sigma more each value) keeps every value and every pair ordinary for the
+ * spike and step tests, whose fast predictor follows it, but its prediction errors stay on one
+ * side: the CUSUM ("cusum:value") sums them and is the strongest value test on the ramp, while
+ * on the noise before it stays ordinary. */
+START_TEST(test_cusum_slow_ramp)
+{
+	for (uint64_t seed = 0; seed < 4; seed++) {
+		cbad_numeric *n = make();
+		gen g = {0x5eedull + seed * 7919};
+		cbad_chan_signal s[32];
+		double pre = 1, cus = 1, shift = 1, spike = 1;
+
+		for (int i = 0; i < 3100; i++) {
+			char buf[64];
+			double x = 50 + gauss(&g) + (i >= 3000 ? 0.05 * (i - 3000) : 0.0);
+			int len = snprintf(buf, sizeof(buf), "{\"value\":%.4f}", x);
+			cbad_event_view ev = {.raw = buf, .len = (size_t)len,
+					      .ts_ms = 1700000000000LL + i * 300000LL, .template_id = 7};
+			size_t k = cbad_numeric_observe(n, &ev, true, s, 32);
+
+			for (size_t j = 0; j < k; j++) {
+				double p = s[j].p_value;
+
+				if (!strcmp(s[j].name, "cusum:value")) {
+					if (i >= 1000 && i < 3000)
+						pre = fmin(pre, p);
+					else if (i >= 3000)
+						cus = fmin(cus, p);
+				} else if (i >= 3000 && !strcmp(s[j].name, "shift:value")) {
+					shift = fmin(shift, p);
+				} else if (i >= 3000 && !strcmp(s[j].name, "value:value")) {
+					spike = fmin(spike, p);
+				}
+			}
+		}
+		ck_assert_double_gt(pre, 0.02);
+		ck_assert_double_lt(cus, 0.01);
+		ck_assert_double_lt(cus, shift);
+		ck_assert_double_lt(cus, spike);
+		cbad_numeric_free(n);
+	}
+}
+END_TEST
+
 START_TEST(test_calibration_not_below_test)
 {
 	ck_assert_double_gt(ramp_value_p(0.01), 0.01);
@@ -829,6 +873,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, test_entity_level_step);
 	tcase_add_test(tc, test_entity_codes_not_values);
 	tcase_add_test(tc, test_rate_tables_on_demand);
+	tcase_add_test(tc, test_cusum_slow_ramp);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -793,8 +793,10 @@ static void cand_name(const cbad_numeric *n, const cand *c, char *out, size_t ca
 		      vf);
 		break;
 	case W_SHIFT:
-	case W_CUSUM:
 		join4(out, cap, "shift:", ef, sep, vf);
+		break;
+	case W_CUSUM:
+		join4(out, cap, "cusum:", ef, sep, vf);
 		break;
 	case W_FLAT:
 		join4(out, cap, "flatline:", ef, sep, vf);
@@ -843,9 +845,12 @@ static void cand_detail(const cbad_numeric *n, const cand *c, char *out, size_t 
 			 c->lo, c->hi, c->med);
 		break;
 	case W_SHIFT:
-	case W_CUSUM:
 		snprintf(out, cap, "%s%s%s recently averages %.6g, away from its usual level %.6g", who,
 			 who[0] ? ": " : "", vf, c->value, c->med);
+		break;
+	case W_CUSUM:
+		snprintf(out, cap, "%s%s%s kept off its prediction: %.3g sigma summed, now %.6g, usually %.6g",
+			 who, who[0] ? ": " : "", vf, c->stat, c->value, c->med);
 		break;
 	case W_FLAT:
 		snprintf(out, cap, "%s%s%s has repeated exactly %.6g for %.0f values in a row", who,
