@@ -1017,13 +1017,14 @@ static void observe_values(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 				nup = fmax(0, v->sup + zs - CUS_K);
 				ndn = fmax(0, v->sdn - zs - CUS_K);
 				cst = fmax(nup, ndn);
-				if (cbad_values_calib_ready(&v->cus) &&
+				/* pushed only when its p can be below 1: while the floor
+				 * 2 exp(-2 k S) is 1 the test cannot flag, so it is neither a
+				 * candidate nor counted in the CUSUMs' Bonferroni */
+				if (cbad_values_calib_ready(&v->cus) && 2 * exp(-2 * CUS_K * cst) < 1.0 &&
 				    (c = push(cs, nc, K_VALUE, W_CUSUM, fi, -1))) {
-					double fl = fmin(1.0, 2 * exp(-2 * CUS_K * cst));
+					double fl = 2 * exp(-2 * CUS_K * cst);
 
-					/* the floor alone decides while it is 1 (no rank needed) */
-					cp = c->p = fl < 1.0 ? fmax(v->cpos * cbad_values_calib_p(&v->cus, cst), fl) :
-							       1.0;
+					cp = c->p = fmax(v->cpos * cbad_values_calib_p(&v->cus, cst), fl);
 					c->stat = cst;
 					c->value = j.fast;
 					c->lo = j.mean - 2 * j.sigma;
