@@ -1246,6 +1246,23 @@ static void push_rate(cbad_numeric *n, cand *cs, size_t *nc, const cbad_rate_ver
 		memcpy(n->rate_label[slot], v->label, CBAD_RATE_LABEL_MAX);
 }
 
+/* The rate kind of one field's value: keyed by the field's hash and the value's bytes, labelled
+ * "name=value" (cut to CBAD_RATE_LABEL_MAX) into label, which k then points to. */
+static void field_value_key(cbad_rate_key *k, char *label, uint64_t hash, const char *name,
+			    const cbad_json_field *cf)
+{
+	size_t ln = strlen(name);
+
+	k->key = cbad_json_hash(hash, cf->str, cf->str_len);
+	copy_trunc(label, CBAD_RATE_LABEL_MAX, name, ln);
+	if (ln + 1 < CBAD_RATE_LABEL_MAX - 1) {
+		label[ln] = '=';
+		copy_trunc(label + ln + 1, CBAD_RATE_LABEL_MAX - ln - 1, cf->str, cf->str_len);
+	}
+	k->label = label;
+	k->label_len = strlen(label);
+}
+
 static void observe_rates(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 			  const cbad_event_view *ev, bool learn, cand *cs, size_t *nc)
 {
@@ -1263,19 +1280,10 @@ static void observe_rates(cbad_numeric *n, const cbad_json_field *f, size_t nf,
 	}
 	for (uint32_t i = 0; i < n->ncat; i++) {
 		const cbad_json_field *cf = find_field(f, nf, n->cat_hash[i]);
-		size_t ln = strlen(n->cat_name[i]);
 
 		if (!cf)
 			continue;
-		keys[nk].key = cbad_json_hash(n->cat_hash[i], cf->str, cf->str_len);
-		copy_trunc(labels[nk], CBAD_RATE_LABEL_MAX, n->cat_name[i], ln);
-		if (ln + 1 < CBAD_RATE_LABEL_MAX - 1) {
-			labels[nk][ln] = '=';
-			copy_trunc(labels[nk] + ln + 1, CBAD_RATE_LABEL_MAX - ln - 1, cf->str,
-				   cf->str_len);
-		}
-		keys[nk].label = labels[nk];
-		keys[nk].label_len = strlen(labels[nk]);
+		field_value_key(&keys[nk], labels[nk], n->cat_hash[i], n->cat_name[i], cf);
 		nk++;
 	}
 	/* the template is keys[0] when there is one */
@@ -1308,19 +1316,10 @@ static void observe_ids(cbad_numeric *n, const cbad_json_field *f, size_t nf, bo
 
 	for (uint32_t i = 0; i < n->nid; i++) {
 		const cbad_json_field *cf = find_field(f, nf, n->id_hash[i]);
-		size_t ln = strlen(n->id_name[i]);
 
 		if (!cf || cf->type != CBAD_JSON_STRING || cf->str_len == 0)
 			continue;
-		keys[nk].key = cbad_json_hash(n->id_hash[i], cf->str, cf->str_len);
-		copy_trunc(labels[nk], CBAD_RATE_LABEL_MAX, n->id_name[i], ln);
-		if (ln + 1 < CBAD_RATE_LABEL_MAX - 1) {
-			labels[nk][ln] = '=';
-			copy_trunc(labels[nk] + ln + 1, CBAD_RATE_LABEL_MAX - ln - 1, cf->str,
-				   cf->str_len);
-		}
-		keys[nk].label = labels[nk];
-		keys[nk].label_len = strlen(labels[nk]);
+		field_value_key(&keys[nk], labels[nk], n->id_hash[i], n->id_name[i], cf);
 		nk++;
 	}
 	if (nk == 0)
