@@ -48,15 +48,23 @@ static cbad_numeric *make(void)
 	return n;
 }
 
+/* Observes (and learns) the i-th event buf[0..len) of a stream with an event every 500 ms. */
+static size_t observe_nth(cbad_numeric *n, const char *buf, int len, int i, uint64_t tmpl,
+			  cbad_chan_signal *out, size_t max)
+{
+	cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
+			     .template_id = tmpl};
+
+	return cbad_numeric_observe(n, &v, true, out, max);
+}
+
 static size_t step(cbad_numeric *n, gen *g, int i, int host, double cpu, cbad_chan_signal *out,
 		   size_t max)
 {
 	char buf[256];
 	int len = make_event(g, i, buf, sizeof(buf), host, cpu);
-	cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
-			     .template_id = 42};
 
-	return cbad_numeric_observe(n, &v, true, out, max);
+	return observe_nth(n, buf, len, i, 42, out, max);
 }
 
 static double normal_cpu(gen *g, int host)
@@ -140,10 +148,8 @@ static size_t code_step(cbad_numeric *n, gen *g, int i, int host, int code, cbad
 	char buf[256];
 	int len = snprintf(buf, sizeof(buf), "{\"ts\":\"t%d\",\"host\":\"h%02d\",\"code\":%d,"
 			   "\"cpu\":%.1f}", i, host, code, normal_cpu(g, host));
-	cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
-			     .template_id = 7};
 
-	return cbad_numeric_observe(n, &v, true, out, max);
+	return observe_nth(n, buf, len, i, 7, out, max);
 }
 
 /* A numeric field that is a rate kind's categories (a status code) has no magnitude: a host
@@ -443,10 +449,8 @@ static size_t who_step(cbad_numeric *n, gen *g, int i, const char *user, unsigne
 	int len = snprintf(buf, sizeof(buf),
 			   "{\"host\":\"h%02d\",\"user\":\"%s\",\"card\":\"c%05u\",\"id\":\"r%08x\"}",
 			   i % 12, user, card, (unsigned)(u01(g) * 4e9));
-	cbad_event_view ev = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
-			      .template_id = 42};
 
-	return cbad_numeric_observe(n, &ev, true, s, max);
+	return observe_nth(n, buf, len, i, 42, s, max);
 }
 
 /* A user that comes with a new card on every event (card testing) is found by the distinct
@@ -748,10 +752,8 @@ static size_t pair_step(cbad_numeric *n, gen *g, int i, int country, int currenc
 			   "{\"ts\":\"t%d\",\"country\":\"C%d\",\"currency\":\"K%d\","
 			   "\"channel\":\"%s\",\"amount\":%.2f}",
 			   i, country, currency, chan[(int)(u01(g) * 3)], 20 * exp(gauss(g)));
-	cbad_event_view v = {.raw = buf, .len = (size_t)len, .ts_ms = 1700000000000LL + i * 500,
-			     .template_id = 9};
 
-	return cbad_numeric_observe(n, &v, true, out, max);
+	return observe_nth(n, buf, len, i, 9, out, max);
 }
 
 START_TEST(test_pair_values)
