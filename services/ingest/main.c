@@ -14,21 +14,11 @@
 #include "common/dl_log.h"
 #include "common/dl_main.h"
 #include "common/dl_service.h"
+#include "services/ingest/ingest.h"
+#include "services/ingest/ingest_config.h"
 
 #define INGEST_DRAIN_POLL_MS 50
 
-typedef struct ingest_config {
-	dl_service_config svc;
-	char *kafka_brokers;
-	char *pg_dsn;
-	char *redis_url;
-	char *http_addr;
-	int64_t http_port;
-	int64_t max_body;
-	int64_t max_header;
-	int64_t max_connections;
-	int64_t request_timeout_ms;
-} ingest_config;
 
 static const dl_config_param ingest_params[] = {
 	DL_SERVICE_CONFIG_PARAMS(ingest_config, svc, "9101"),
