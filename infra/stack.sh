@@ -80,11 +80,12 @@ port_of() {
 	esac
 }
 
-# secret NAME: print the password stored under NAME, generating it on first use.
+# secret NAME [BYTES]: print the password stored under NAME (BYTES random bytes in hex,
+# 16 by default), generating it on first use.
 secret() {
 	local f=$SECRETS/$1
 	if [ ! -s "$f" ]; then
-		(umask 077 && openssl rand -hex 16 >"$f.tmp" && mv "$f.tmp" "$f") ||
+		(umask 077 && openssl rand -hex "${2:-16}" >"$f.tmp" && mv "$f.tmp" "$f") ||
 			dl_die "cannot write secret $f"
 	fi
 	cat "$f"
@@ -489,6 +490,8 @@ write_env() {
 			echo "export DRIFTLOCK_PG_PORT=$PG_PORT"
 			echo "export DRIFTLOCK_PG_DATABASE=driftlock"
 			echo "export DRIFTLOCK_PG_DSN_ADMIN=postgresql://postgres:$pg_pw@127.0.0.1:$PG_PORT/driftlock"
+			# API keys are stored as HMAC-SHA-256 under this secret (ingest, driftlock-admin).
+			echo "export DRIFTLOCK_API_KEY_SECRET=$(secret api_key_secret 32)"
 			for r in "${ROLES[@]}"; do
 				lr=$(printf '%s' "$r" | tr '[:upper:]' '[:lower:]')
 				pw=$(secret "pg_driftlock_$lr")
