@@ -39,6 +39,29 @@ static const dl_config_param ingest_params[] = {
 	{ "DRIFTLOCK_INGEST_REQUEST_TIMEOUT", DL_CONFIG_DURATION_MS,
 	  offsetof(ingest_config, request_timeout_ms), "30s", 1000, 600000, NULL,
 	  "Inactivity timeout of a client connection." },
+	{ "DRIFTLOCK_API_KEY_SECRET", DL_CONFIG_SECRET, offsetof(ingest_config, api_key_secret),
+	  NULL, 32, 1024, NULL,
+	  "Server secret keying the API key hashes (HMAC-SHA-256), at least 32 bytes; the same "
+	  "for every replica and driftlock-admin. Required." },
+	{ "DRIFTLOCK_INGEST_AUTH_CACHE_TTL", DL_CONFIG_DURATION_MS,
+	  offsetof(ingest_config, auth_cache_ttl_ms), "10s", 100, 30000, NULL,
+	  "How long a checked API key is trusted before it is checked again (a revoked key "
+	  "stops working within it)." },
+	{ "DRIFTLOCK_INGEST_AUTH_NEGATIVE_TTL", DL_CONFIG_DURATION_MS,
+	  offsetof(ingest_config, auth_negative_ttl_ms), "5s", 100, 30000, NULL,
+	  "How long an unknown or revoked API key is answered 401 from the cache (capped at "
+	  "the cache TTL)." },
+	{ "DRIFTLOCK_INGEST_AUTH_CACHE_KEYS", DL_CONFIG_INT,
+	  offsetof(ingest_config, auth_cache_keys), "10000", 16, 10000000, NULL,
+	  "Valid API keys cached (least recently used evicted); a quarter as many bad ones." },
+	{ "DRIFTLOCK_INGEST_RATELIMIT_LEASE", DL_CONFIG_DURATION_MS,
+	  offsetof(ingest_config, rl_lease_ms), "100ms", 1, 1000, NULL,
+	  "Rate limit tokens a replica takes from Redis per call, as this much of the plan's "
+	  "rate (fewer Redis calls, coarser sharing)." },
+	{ "DRIFTLOCK_INGEST_RATELIMIT_TIMEOUT", DL_CONFIG_DURATION_MS,
+	  offsetof(ingest_config, rl_timeout_ms), "250ms", 10, 10000, NULL,
+	  "Redis deadline for a rate limit call; past it the limiter fails open to a local "
+	  "per-replica limit." },
 };
 
 typedef struct ingest_state {
