@@ -20,12 +20,13 @@ STOP_TIMEOUT=20
 
 usage() {
 	cat <<EOF
-usage: infra/stack.sh start|status|stop|env [--run-dir DIR]
+usage: infra/stack.sh start|status|stop|env [--run-dir DIR] [--only postgres|redis|kafka]
 
   start   start whatever of PostgreSQL, Redis and Kafka is not already running in the run
           dir, create the Kafka topics of infra/kafka/topics.conf, write \$RUN_DIR/stack.env
   status  one line per server; exits non-zero if any is down
-  stop    stop the servers this run dir started (by recorded pid: TERM, then KILL after ${STOP_TIMEOUT}s)
+  stop    stop the servers this run dir started (by recorded pid: TERM, then KILL after ${STOP_TIMEOUT}s);
+          with --only NAME just that one (fault tests: 'start' brings it back on the same port)
   env     print the path of the env file (source it to get the DRIFTLOCK_* variables)
 
   run dir: --run-dir DIR, else \$DRIFTLOCK_RUN_DIR, else $REPO/run/local
@@ -602,6 +603,7 @@ cmd_stop() {
 	# Clients first: Kafka, then Redis, then PostgreSQL; the three in parallel would also do,
 	# but this order keeps the logs readable.
 	for name in kafka redis postgres; do
+		[ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
 		stop_one "$name"
 	done
 }
@@ -610,6 +612,8 @@ cmd_env() {
 	[ -s "$ENV_FILE" ] || dl_die "no env file in $RUN: run infra/stack.sh start first"
 	printf '%s\n' "$ENV_FILE"
 }
+
+ONLY=''
 
 main() {
 	local cmd='' run_dir=${DRIFTLOCK_RUN_DIR:-}
@@ -623,6 +627,11 @@ main() {
 		--run-dir=*)
 			run_dir=${1#--run-dir=}
 			shift
+			;;
+		--only)
+			[ $# -ge 2 ] || dl_die "--only needs postgres, redis or kafka"
+			case "$2" in postgres | redis | kafka) ONLY=$2 ;; *) dl_die "--only: unknown server $2" ;; esac
+			shift 2
 			;;
 		-h | --help | help)
 			usage

@@ -25,6 +25,15 @@ struct ingest_config {
 	int64_t auth_cache_keys;      /* valid keys cached */
 	int64_t rl_lease_ms;          /* rate limit tokens taken per Redis call, in ms of rate */
 	int64_t rl_timeout_ms;        /* Redis deadline before the rate limiter fails open */
+	int64_t max_event_bytes;
+	int64_t max_events;
+	int64_t max_depth;
+	int64_t producer_queue_max;
+	int64_t produce_timeout_ms;
+	int64_t linger_ms;
+	int64_t db_threads;
+	int64_t db_queue;
+	int64_t db_statement_timeout_ms;
 };
 
 #endif /* DL_INGEST_CONFIG_H */
