@@ -64,6 +64,7 @@ typedef struct rl_waiter {
 	dl_http_req *req;
 	int64_t cost;
 	ingest_rl_cb cb;
+	ingest_rl_release_fn release;
 	void *arg;
 	struct rl_waiter *next;
 } rl_waiter;
@@ -327,7 +328,7 @@ static void refuse(ingest_ratelimit *rl, rl_key *k, dl_http_req *req, int64_t co
 
 /* The fail-open path: a local bucket per key at the plan's rate. */
 static void take_fallback(ingest_ratelimit *rl, rl_key *k, dl_http_req *req, int64_t cost,
-			  ingest_rl_cb cb, void *arg, int64_t now)
+			  ingest_rl_cb cb, ingest_rl_release_fn release, void *arg, int64_t now)
 {
 	double need;
 
@@ -345,6 +346,8 @@ static void take_fallback(ingest_ratelimit *rl, rl_key *k, dl_http_req *req, int
 		refuse(rl, k, req, cost,
 		       (int64_t)ceil((need - k->fb_tokens) * 1000.0 / (double)k->key_rate), false,
 		       "fallback", (int64_t)k->fb_tokens);
+		if (release)
+			release(arg);
 		return;
 	}
 	k->fb_tokens -= (double)cost;
@@ -469,7 +472,7 @@ static void drain_waiters(ingest_ratelimit *rl, rl_key *k, bool refused_head)
 			if (!k->head)
 				k->tail = NULL;
 			k->nwaiters--;
-			take_fallback(rl, k, w->req, w->cost, w->cb, w->arg, now);
+			take_fallback(rl, k, w->req, w->cost, w->cb, w->release, w->arg, now);
 			free(w);
 			continue;
 		} else {
@@ -491,6 +494,8 @@ static void drain_waiters(ingest_ratelimit *rl, rl_key *k, bool refused_head)
 					wo = 1000; /* refused although the estimate allowed: others took it */
 				refuse(rl, k, w->req, w->cost, wk > wo ? wk : wo, wo >= wk,
 				       refused_head ? "redis" : "estimate", remaining(k, now));
+				if (w->release)
+					w->release(w->arg);
 				free(w);
 				refused_head = false;
 				continue;
@@ -705,7 +710,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 /* ---------------------------------------------------------------- public */
 
 void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_principal *who,
-			   int64_t cost, ingest_rl_cb cb, void *arg)
+			   int64_t cost, ingest_rl_cb cb, ingest_rl_release_fn release, void *arg)
 {
 	ingest_ratelimit *rl = ctx->rl;
 	int64_t now;
@@ -722,6 +727,8 @@ void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_princ
 	if (!k) {
 		dl_http_req_set_header(req, "Retry-After", "1");
 		dl_http_reply_error(req, 503, "unavailable", "out of memory; retry shortly");
+		if (release)
+			release(arg);
 		return;
 	}
 	now = now_ms();
@@ -737,23 +744,28 @@ void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_princ
 			return;
 		}
 		if (!redis_usable(rl, now)) {
-			take_fallback(rl, k, req, cost, cb, arg, now);
+			take_fallback(rl, k, req, cost, cb, release, arg, now);
 			return;
 		}
 	}
 	if (k->nwaiters >= MAX_WAITERS) {
 		refuse(rl, k, req, cost, 1000, true, "queue", remaining(k, now));
+		if (release)
+			release(arg);
 		return;
 	}
 	w = calloc(1, sizeof(*w));
 	if (!w) {
 		dl_http_req_set_header(req, "Retry-After", "1");
 		dl_http_reply_error(req, 503, "unavailable", "out of memory; retry shortly");
+		if (release)
+			release(arg);
 		return;
 	}
 	w->req = req;
 	w->cost = cost;
 	w->cb = cb;
+	w->release = release;
 	w->arg = arg;
 	if (k->tail)
 		k->tail->next = w;
@@ -864,6 +876,8 @@ void ingest_ratelimit_free(ingest_ratelimit *rl)
 			wn = w->next;
 			dl_http_req_set_header(w->req, "Retry-After", "1");
 			dl_http_reply_error(w->req, 503, "unavailable", "the server is stopping");
+			if (w->release)
+				w->release(w->arg);
 			free(w);
 		}
 		free(k);

@@ -62,7 +62,7 @@ static void take_handler(dl_http_req *req, void *opaque)
 	who.rate_per_s = strtoll(dl_http_req_query(req, "rate"), NULL, 10);
 	who.rate_burst = strtoll(dl_http_req_query(req, "burst"), NULL, 10);
 	ingest_ratelimit_take(&r->ctx, req, &who, strtoll(dl_http_req_query(req, "cost"), NULL, 10),
-			      allowed_cb, NULL);
+			      allowed_cb, NULL, NULL);
 }
 
 static void *loop_main(void *arg)
