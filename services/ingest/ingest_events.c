@@ -192,6 +192,12 @@ static void event_id(const ingest_post *p, const ingest_body_event *e, char out[
 }
 
 /* Queues every accepted event; the reply follows from the last delivery report. */
+/* The rate limiter refused the request (and replied): only the batch is left to free. */
+static void post_release(void *arg)
+{
+	post_free(arg);
+}
+
 static void post_produce(dl_http_req *req, void *arg)
 {
 	ingest_post *p = arg;
@@ -307,7 +313,8 @@ static void post_authenticated(dl_http_req *req, const ingest_principal *who, vo
 		post_free(p);
 		return;
 	}
-	ingest_ratelimit_take(ev->ctx, req, who, (int64_t)p->batch.nevents, post_produce, p);
+	ingest_ratelimit_take(ev->ctx, req, who, (int64_t)p->batch.nevents, post_produce,
+			      post_release, p);
 }
 
 static void post_events_cb(dl_http_req *req, void *opaque)
