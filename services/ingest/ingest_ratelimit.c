@@ -113,6 +113,7 @@ struct ingest_ratelimit {
 	int64_t backoff_ms;
 	struct event *reconnect_timer;
 	struct event *tick;
+	int64_t last_tick_ms;
 	rl_call *calls_head, *calls_tail;
 	rl_key **buckets;
 	size_t mask, nkeys;
@@ -693,10 +694,20 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	ingest_ratelimit *rl = arg;
 	redisAsyncContext *ac = rl->ac;
+	int64_t now = now_ms(), last = rl->last_tick_ms;
+	rl_call *c;
 
 	(void)fd;
 	(void)what;
-	if (!ac || !rl->calls_head || now_ms() - rl->calls_head->sent_ms < rl->timeout_ms)
+	rl->last_tick_ms = now;
+	if (last && now - last > 4 * TICK_MS) {
+		/* The loop itself was stalled (a slow callback elsewhere): a reply may be waiting
+		 * unread in the socket. Do not blame Redis; give the calls a fresh deadline. */
+		for (c = rl->calls_head; c; c = c->next)
+			c->sent_ms = now;
+		return;
+	}
+	if (!ac || !rl->calls_head || now - rl->calls_head->sent_ms < rl->timeout_ms)
 		return;
 	redis_result(rl, "timeout");
 	dl_log_warn("Redis did not answer the rate limiter in time: reconnecting");

@@ -11,6 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -179,6 +183,20 @@ static void new_ids(char org[37], char key[37])
 	ck_assert_int_eq(dl_id_new(key), 0);
 }
 
+static double degraded_gauge(harness *h)
+{
+	double v = -1;
+
+	ck_assert_int_eq(dl_metric_get(dl_metrics_gauge(h->metrics,
+						       "driftlock_ingest_ratelimit_degraded",
+						       "1 while Redis is unreachable and each replica "
+						       "limits on its own (fail open), else 0.",
+						       0),
+				      NULL, &v),
+			 0);
+	return v;
+}
+
 static void check_429_body(const answer *a, const char *limit)
 {
 	cJSON *j = cJSON_Parse(a->body), *e, *d;
@@ -333,15 +351,45 @@ START_TEST(test_fail_open_without_redis)
 	/* Per replica: the other one has its own local budget. */
 	a = take(&h, 1, org, key, 1, 5, 10);
 	ck_assert_int_eq(a.status, 200);
-	ck_assert_int_eq(dl_metric_get(dl_metrics_gauge(h.metrics,
-							"driftlock_ingest_ratelimit_degraded",
-							"1 while Redis is unreachable and each replica "
-							"limits on its own (fail open), else 0.",
-							0),
-				       NULL, &degraded),
-			 0);
+	degraded = degraded_gauge(&h);
 	ck_assert(degraded == 1.0);
 	harness_stop(&h);
+}
+END_TEST
+
+/* A Redis that accepts the connection and never answers: each request waits at most about the
+ * timeout, then the limiter fails open. */
+START_TEST(test_fail_open_on_timeout)
+{
+	struct sockaddr_in a = { 0 };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	char url[64], org[37], key[37];
+	double t0, took;
+	harness h;
+	answer r;
+
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(fd, 16), 0); /* the kernel completes connections; nobody reads */
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", ntohs(a.sin_port));
+	harness_start(&h, url, 200);
+	new_ids(org, key);
+	t0 = now_s();
+	r = take(&h, 0, org, key, 1, 5, 10);
+	took = now_s() - t0;
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_msg(took >= 0.15 && took < 1.5, "answered after %.3f s", took);
+	ck_assert(degraded_gauge(&h) == 1.0);
+	/* Once degraded, requests no longer wait for the silent server. */
+	t0 = now_s();
+	r = take(&h, 0, org, key, 1, 5, 10);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_double_lt(now_s() - t0, 0.15);
+	harness_stop(&h);
+	close(fd);
 }
 END_TEST
 
@@ -356,6 +404,7 @@ static Suite *ingest_ratelimit_suite(void)
 	tcase_add_test(t, test_org_budget_shared_by_keys);
 	tcase_add_test(t, test_batch_larger_than_burst);
 	tcase_add_test(t, test_fail_open_without_redis);
+	tcase_add_test(t, test_fail_open_on_timeout);
 	suite_add_tcase(s, t);
 	return s;
 }
