@@ -466,6 +466,21 @@ static int scan_fail(struct scan *sc, size_t pos, const char *code, const char *
 	return -EINVAL;
 }
 
+#define SWAR_ONES UINT64_C(0x0101010101010101)
+#define SWAR_HIGH UINT64_C(0x8080808080808080)
+
+/* True when one of the 8 bytes of v needs a closer look in a string: '"', '\\', a control
+ * character (< 0x20) or a UTF-8 byte (>= 0x80). The usual "has a zero byte" bit tricks; they
+ * may flag a byte after a true hit, never miss one. */
+static bool swar_special(uint64_t v)
+{
+	uint64_t quote = v ^ (SWAR_ONES * '"'), bslash = v ^ (SWAR_ONES * '\\');
+
+	return (((quote - SWAR_ONES) & ~quote) | ((bslash - SWAR_ONES) & ~bslash) |
+		(v - SWAR_ONES * 0x20) | v) &
+	       SWAR_HIGH;
+}
+
 /* Scans the string whose opening quote is at *pi, up to lim: UTF-8, control characters and
  * escapes (a \u escape of a surrogate must be a proper pair, as cJSON requires). Leaves *pi
  * after the closing quote. */
@@ -478,6 +493,15 @@ static int scan_string(const unsigned char *p, size_t *pi, size_t lim, bool *ret
 	for (;;) {
 		unsigned char c;
 
+		/* Eight plain bytes at a time, then byte by byte up to the special one. */
+		while (i + 8 <= lim) {
+			uint64_t v;
+
+			memcpy(&v, p + i, 8);
+			if (swar_special(v))
+				break;
+			i += 8;
+		}
 		while (i < lim && (c = p[i]) >= 0x20 && c < 0x80 && c != '"' && c != '\\')
 			i++;
 		if (i >= lim)
@@ -829,8 +853,13 @@ static ingest_body_event *new_event(struct parser *ps)
 	ingest_body_batch *b = ps->b;
 
 	if (b->nevents == ps->cap_events) {
-		size_t n = ps->cap_events ? ps->cap_events * 2 : 16;
-		ingest_body_event *ne = realloc(b->events, n * sizeof(*ne));
+		/* First guess: an event per 128 bytes, so a batch rarely grows the array. */
+		size_t n = ps->cap_events ? ps->cap_events * 2 : ps->len / 128 + 4;
+		ingest_body_event *ne;
+
+		if (ps->cap_events == 0 && n > ps->lim->max_events + 1)
+			n = ps->lim->max_events + 1;
+		ne = realloc(b->events, n * sizeof(*ne));
 
 		if (ne == NULL)
 			return NULL;

@@ -736,6 +736,22 @@ START_TEST(test_text_rules)
 	expect_one_reject("{\"m\":\"\\ud83d\\u0041\"}", "invalid_json", "surrogate");
 	expect_one_reject("{\"m\":\"\\u12G4\"}", "invalid_json", "escape");
 	expect_one_reject("{\"m\":\"\\x41\"}", "invalid_json", "escape");
+	/* Special bytes are found at every offset of the 8-byte blocks strings are scanned in. */
+	for (int k = 0; k < 20; k++) {
+		char body[96];
+
+		snprintf(body, sizeof(body), "{\"stream\":\"a\",\"m\":\"%.*s\x01" "zbcdefghijklmn\"}", k,
+			 "aaaaaaaaaaaaaaaaaaaaaaaa");
+		expect_one_reject(body, "invalid_json", "control character");
+		snprintf(body, sizeof(body), "{\"stream\":\"a\",\"m\":\"%.*s\xc3" "zbcdefghijklmn\"}", k,
+			 "aaaaaaaaaaaaaaaaaaaaaaaa");
+		expect_one_reject(body, "invalid_json", "UTF-8");
+		snprintf(body, sizeof(body), "{\"m\":\"%.*s\\\"\xc3\xa9\\n\x7f~\"}", k,
+			 "aaaaaaaaaaaaaaaaaaaaaaaa");
+		expect_one_event(body);
+		snprintf(body, sizeof(body), "{\"m\":\"%.*s\"}  ", k, "aaaaaaaaaaaaaaaaaaaaaaaa");
+		expect_one_event(body);
+	}
 	/* Valid multi-byte text passes. */
 	expect_one_event("{\"m\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf\"}");
 }
