@@ -31,11 +31,6 @@ const char *const ingest_body_reject_codes[] = {
 	"invalid_stream", "invalid_ts",	   "ts_out_of_range", "invalid_id", NULL,
 };
 
-static const char *const refusal_codes[] = {
-	"unsupported_media_type", "payload_too_large", "too_many_events", "invalid_parameter",
-	"invalid_body",		  "invalid_json",      "internal",	  NULL,
-};
-
 enum body_format { FMT_JSON, FMT_NDJSON };
 enum body_encoding { ENC_IDENTITY, ENC_GZIP, ENC_ZSTD };
 
@@ -1242,43 +1237,35 @@ out_refuse:
 
 int ingest_body_metrics_init(ingest_body_metrics *m, dl_metrics_registry *reg)
 {
+	static const char *const encodings[] = { "identity", "gzip", "zstd" };
 	ingest_body_metrics nm;
-	size_t i;
 
 	nm.bytes = dl_metrics_counter(reg, "driftlock_ingest_body_bytes_total",
-				      "Decoded bytes of POST /v1/events bodies, by content encoding.",
-				      1, "encoding");
-	nm.refused = dl_metrics_counter(reg, "driftlock_ingest_bodies_refused_total",
-					"POST /v1/events bodies refused as a whole, by error code.",
-					1, "code");
-	nm.rejected = dl_metrics_counter(reg, "driftlock_ingest_events_rejected_total",
-					 "Events rejected by POST /v1/events, by reason.", 1,
-					 "reason");
-	if (nm.bytes == NULL || nm.refused == NULL || nm.rejected == NULL)
+				      "Bytes of readable POST /v1/events bodies by content encoding, "
+				      "as sent (stage wire) and decompressed (stage decoded).",
+				      2, "encoding", "stage");
+	if (nm.bytes == NULL)
 		return -EINVAL;
-	for (i = 0; ingest_body_reject_codes[i] != NULL; i++)
-		dl_metric_inc(nm.rejected, &ingest_body_reject_codes[i], 0);
-	for (i = 0; refusal_codes[i] != NULL; i++)
-		dl_metric_inc(nm.refused, &refusal_codes[i], 0);
+	for (size_t i = 0; i < sizeof(encodings) / sizeof(encodings[0]); i++) {
+		const char *wire[] = { encodings[i], "wire" }, *dec[] = { encodings[i], "decoded" };
+
+		dl_metric_inc(nm.bytes, wire, 0);
+		dl_metric_inc(nm.bytes, dec, 0);
+	}
 	*m = nm;
 	return 0;
 }
 
-void ingest_body_metrics_batch(const ingest_body_metrics *m, const ingest_body_batch *b)
+void ingest_body_metrics_batch(const ingest_body_metrics *m, const ingest_body_batch *b,
+			       size_t wire_len)
 {
+	const char *wire[2], *dec[2];
+
 	if (m == NULL || b == NULL || b->encoding == NULL)
 		return;
-	dl_metric_inc(m->bytes, &b->encoding, (double)b->decoded_len);
-	for (size_t i = 0; i < b->nrejects; i++) {
-		const char *reason = b->rejects[i].code;
-
-		dl_metric_inc(m->rejected, &reason, 1);
-	}
-}
-
-void ingest_body_metrics_refused(const ingest_body_metrics *m, const char *code)
-{
-	if (m == NULL || code == NULL)
-		return;
-	dl_metric_inc(m->refused, &code, 1);
+	wire[0] = dec[0] = b->encoding;
+	wire[1] = "wire";
+	dec[1] = "decoded";
+	dl_metric_inc(m->bytes, wire, (double)wire_len);
+	dl_metric_inc(m->bytes, dec, (double)b->decoded_len);
 }

@@ -109,25 +109,21 @@ int ingest_body_parse(const char *content_type, const char *content_encoding, co
 /* Frees what b owns and zeroes it. Accepts NULL and a zeroed batch. */
 void ingest_body_batch_free(ingest_body_batch *b);
 
-/* The parser's metrics. Families (registered again by name they are shared, see dl_metrics):
- *   driftlock_ingest_body_bytes_total{encoding}      decoded bytes of readable bodies
- *   driftlock_ingest_bodies_refused_total{code}      bodies refused as a whole
- *   driftlock_ingest_events_rejected_total{reason}   events rejected by the parser
- * Every reason and refusal code starts at 0. */
+/* The parser's own metric (rejects and refusals are counted by reason in ingest_events):
+ *   driftlock_ingest_body_bytes_total{encoding, stage}  bytes of readable bodies as sent
+ *                                                        (stage "wire") and decoded ("decoded")
+ */
 typedef struct ingest_body_metrics {
 	dl_metric *bytes;
-	dl_metric *refused;
-	dl_metric *rejected;
 } ingest_body_metrics;
 
-/* Registers the families in reg. Returns 0, or -ENOMEM (or -EINVAL when a family of the same
- * name but another shape exists) with *m untouched. Loop thread, at setup. */
+/* Registers the family in reg (registered again by name, it is shared, see dl_metrics).
+ * Returns 0, or -EINVAL (out of memory, or a family of that name but another shape) with *m
+ * untouched. Loop thread, at setup. */
 int ingest_body_metrics_init(ingest_body_metrics *m, dl_metrics_registry *reg);
 
-/* Counts a parsed batch (its decoded bytes and every reject by code). Thread-safe. */
-void ingest_body_metrics_batch(const ingest_body_metrics *m, const ingest_body_batch *b);
-
-/* Counts a body refused with code (as returned by ingest_body_parse). Thread-safe. */
-void ingest_body_metrics_refused(const ingest_body_metrics *m, const char *code);
+/* Counts a parsed batch that arrived as wire_len bytes. m NULL is a no-op. Thread-safe. */
+void ingest_body_metrics_batch(const ingest_body_metrics *m, const ingest_body_batch *b,
+			       size_t wire_len);
 
 #endif /* DL_INGEST_BODY_H */

@@ -1022,39 +1022,30 @@ END_TEST
 START_TEST(test_metrics)
 {
 	dl_metrics_registry *reg = dl_metrics_registry_new();
-	ingest_body_metrics m;
-	const char *lv[1];
+	ingest_body_metrics m, m2;
+	const char *wire[] = { "gzip", "wire" }, *dec[] = { "gzip", "decoded" };
+	static const char plain[] = "{\"stream\":\"a\"}\n{\"stream\":\"a\"}\n";
 	double v = -1;
+	size_t zl;
+	char *z = gzip_of(plain, strlen(plain), &zl);
 	struct res r;
 
 	ck_assert_int_eq(ingest_body_metrics_init(&m, reg), 0);
-	lv[0] = "invalid_ts";
-	ck_assert_int_eq(dl_metric_get(m.rejected, lv, &v), 0);
+	ck_assert_int_eq(dl_metric_get(m.bytes, dec, &v), 0);
 	ck_assert(v == 0);
-	run(&r, NDJSON, NULL, "{\"stream\":\"s\",\"ts\":true}\n{\"stream\":\"s\"}\n{\"ts\":\"x\"}", NULL);
-	ingest_body_metrics_batch(&m, &r.b);
-	ck_assert_int_eq(dl_metric_get(m.rejected, lv, &v), 0);
-	ck_assert(v == 1);
-	lv[0] = "missing_stream";
-	ck_assert_int_eq(dl_metric_get(m.rejected, lv, &v), 0);
-	ck_assert(v == 1);
-	lv[0] = "identity";
-	ck_assert_int_eq(dl_metric_get(m.bytes, lv, &v), 0);
-	ck_assert(v == (double)r.b.decoded_len);
+	run_lim(&r, NDJSON, "gzip", z, zl, NULL, &LIM);
+	ingest_body_metrics_batch(&m, &r.b, zl);
+	ingest_body_metrics_batch(NULL, &r.b, zl);
+	ck_assert_int_eq(dl_metric_get(m.bytes, wire, &v), 0);
+	ck_assert(v == (double)zl);
+	ck_assert_int_eq(dl_metric_get(m.bytes, dec, &v), 0);
+	ck_assert(v == (double)strlen(plain));
 	ingest_body_batch_free(&r.b);
-	run(&r, "text/plain", NULL, "{}", NULL);
-	ingest_body_metrics_refused(&m, r.code);
-	lv[0] = "unsupported_media_type";
-	ck_assert_int_eq(dl_metric_get(m.refused, lv, &v), 0);
-	ck_assert(v == 1);
-	/* Registering twice shares the families. */
-	{
-		ingest_body_metrics m2;
-
-		ck_assert_int_eq(ingest_body_metrics_init(&m2, reg), 0);
-		ck_assert_ptr_eq(m2.rejected, m.rejected);
-	}
+	/* Registering twice shares the family. */
+	ck_assert_int_eq(ingest_body_metrics_init(&m2, reg), 0);
+	ck_assert_ptr_eq(m2.bytes, m.bytes);
 	dl_metrics_registry_free(reg);
+	free(z);
 }
 END_TEST
 
