@@ -19,6 +19,7 @@
 #include "services/ingest/ingest.h"
 #include "services/ingest/ingest_config.h"
 #include "services/ingest/ingest_auth.h"
+#include "services/ingest/ingest_body.h"
 #include "services/ingest/ingest_db.h"
 #include "services/ingest/ingest_events.h"
 #include "services/ingest/ingest_ratelimit.h"
@@ -69,7 +70,7 @@ static const dl_config_param ingest_params[] = {
 	  "Redis deadline for a rate limit call; past it the limiter fails open to a local "
 	  "per-replica limit." },
 	{ "DRIFTLOCK_INGEST_MAX_EVENT", DL_CONFIG_BYTES, offsetof(ingest_config, max_event_bytes),
-	  "64KiB", 256, 1024 * 1024 - 1024, NULL,
+	  "64KiB", 256, INGEST_BODY_EVENT_BYTES_CAP, NULL,
 	  "Largest single event (its JSON text) accepted by POST /v1/events." },
 	{ "DRIFTLOCK_INGEST_MAX_EVENTS", DL_CONFIG_INT, offsetof(ingest_config, max_events), "10000",
 	  1, 1000000, NULL, "Most events in one POST /v1/events request." },
