@@ -330,17 +330,17 @@ int ingest_events_new(ingest_ctx *ctx, char *errbuf, size_t errlen, ingest_event
 		return -ENOMEM;
 	}
 	ev->ctx = ctx;
-	ev->m_events = dl_metrics_counter(ctx->metrics, "ingest_events_total",
+	ev->m_events = dl_metrics_counter(ctx->metrics, "driftlock_ingest_events_total",
 					  "Events of valid requests by outcome: accepted (acknowledged "
 					  "by Kafka), unavailable (not acknowledged), queue_full.",
 					  1, "result");
-	ev->m_rejected = dl_metrics_counter(ctx->metrics, "ingest_events_rejected_total",
+	ev->m_rejected = dl_metrics_counter(ctx->metrics, "driftlock_ingest_events_rejected_total",
 					    "Events or bodies refused by validation, by reason code.",
 					    1, "reason");
-	ev->m_queue = dl_metrics_gauge(ctx->metrics, "ingest_producer_queue_depth",
+	ev->m_queue = dl_metrics_gauge(ctx->metrics, "driftlock_ingest_producer_queue_depth",
 				       "Messages in the Kafka producer's queue, not yet acknowledged.",
 				       0);
-	ev->m_ack_seconds = dl_metrics_histogram(ctx->metrics, "ingest_kafka_ack_seconds",
+	ev->m_ack_seconds = dl_metrics_histogram(ctx->metrics, "driftlock_ingest_kafka_ack_seconds",
 						 "Time from queuing a request's events to the last "
 						 "acknowledgement.",
 						 ack_buckets,

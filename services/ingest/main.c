@@ -168,14 +168,14 @@ static int ingest_metrics_new(ingest_state *st)
 	static const double buckets[] = { .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1,
 					  2.5, 5, 10 };
 
-	st->m_requests = dl_metrics_counter(st->ctx.metrics, "ingest_http_requests_total",
+	st->m_requests = dl_metrics_counter(st->ctx.metrics, "driftlock_ingest_http_requests_total",
 					    "Public API requests finished, by route, method and "
 					    "status (499: the client went away).",
 					    3, "route", "method", "status");
-	st->m_seconds = dl_metrics_histogram(st->ctx.metrics, "ingest_http_request_seconds",
+	st->m_seconds = dl_metrics_histogram(st->ctx.metrics, "driftlock_ingest_http_request_seconds",
 					     "Public API request latency by route.", buckets,
 					     sizeof(buckets) / sizeof(buckets[0]), 1, "route");
-	st->m_db_pending = dl_metrics_gauge(st->ctx.metrics, "ingest_db_jobs_pending",
+	st->m_db_pending = dl_metrics_gauge(st->ctx.metrics, "driftlock_ingest_db_jobs_pending",
 					    "Database jobs queued or running.", 0);
 	return st->m_requests && st->m_seconds && st->m_db_pending ? 0 : -ENOMEM;
 }
