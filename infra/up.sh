@@ -122,9 +122,65 @@ done
 
 log "DriftLock is up"
 status
+
+# The main job: a sample of the labelled streams sent through the public API as a customer
+# would, with an API key of a demo org created once (kept in $run_dir/demo.env).
+datasets=${DRIFTLOCK_DATASETS:-$(cd "$root/.." && pwd)/shared/datasets}
+sample=${DRIFTLOCK_SAMPLE_EVENTS:-2000}
+api="http://127.0.0.1:$(cat "$run_dir/services/ingest.http_port")"
+if [ ! -s "$run_dir/demo.env" ]; then
+	org=$("$build/services/ingest/driftlock-admin" org create --name "demo" --plan pro)
+	key=$("$build/services/ingest/driftlock-admin" key create --org "$org" --name demo 2>/dev/null)
+	(umask 077 && printf 'DEMO_ORG=%s\nDEMO_KEY=%s\n' "$org" "$key" >"$run_dir/demo.env")
+fi
+# shellcheck disable=SC1091
+. "$run_dir/demo.env"
+
+# POST one NDJSON file; honours 429/503 Retry-After like a well-behaved client.
+post_batch() {
+	local file=$1 code body tries=0
+	while :; do
+		code=$(curl -sS -o "$run_dir/last-response.json" -D "$run_dir/last-headers.txt" \
+			-w '%{http_code}' -H "Authorization: Bearer $DEMO_KEY" \
+			-H 'Content-Type: application/x-ndjson' --data-binary "@$file" "$api/v1/events")
+		case "$code" in
+		202) python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' \
+			"$run_dir/last-response.json"; return 0 ;;
+		429 | 503)
+			tries=$((tries + 1))
+			[ "$tries" -le 30 ] || { echo "gave up after 30 retries ($code)" >&2; return 1; }
+			sleep "$(sed -n 's/^Retry-After: *\([0-9]*\).*/\1/ip' "$run_dir/last-headers.txt" | head -1 | grep . || echo 1)" ;;
+		*)
+			body=$(cat "$run_dir/last-response.json")
+			echo "POST /v1/events answered $code: $body" >&2; return 1 ;;
+		esac
+	done
+}
+
+log "sending a sample of $datasets/streams through $api/v1/events ($sample events per stream)"
+if [ ! -d "$datasets/streams" ]; then
+	echo "no datasets at $datasets/streams (set DRIFTLOCK_DATASETS); nothing sent" >&2
+else
+	tmp=$(mktemp -d)
+	total=0
+	for f in "$datasets"/streams/*.ndjson.gz; do
+		name=$(basename "$f" .ndjson.gz)
+		# head stops reading early: zcat's SIGPIPE must not count as a failure (pipefail).
+		head -n "$sample" < <(zcat "$f") | split -l 1000 - "$tmp/$name."
+		sent=0
+		for part in "$tmp/$name".*; do
+			n=$(post_batch "$part") || exit 1
+			sent=$((sent + n))
+		done
+		printf '  %-14s %6d events accepted\n' "$name" "$sent"
+		total=$((total + sent))
+	done
+	rm -rf "$tmp"
+	echo "  total          $total events, each acknowledged by Kafka (driftlock.events.v1)"
+fi
 cat <<TXT
 
-Public API (ingest):  http://127.0.0.1:$(cat "$run_dir/services/ingest.http_port")
+Public API (ingest):  $api   (demo org $DEMO_ORG; its API key is in $run_dir/demo.env)
 Addresses of Kafka, PostgreSQL and Redis: $run_dir/stack.env
 Logs: $run_dir/logs/     Stop everything: infra/up.sh stop
 TXT
