@@ -75,7 +75,7 @@ static const dl_config_param ingest_params[] = {
 	{ "DRIFTLOCK_INGEST_MAX_EVENTS", DL_CONFIG_INT, offsetof(ingest_config, max_events), "10000",
 	  1, 1000000, NULL, "Most events in one POST /v1/events request." },
 	{ "DRIFTLOCK_INGEST_MAX_DEPTH", DL_CONFIG_INT, offsetof(ingest_config, max_depth), "32", 2,
-	  31, NULL, "Deepest JSON nesting of one event (the event object is level 1)." },
+	  32, NULL, "Deepest JSON nesting of one event (the event object is level 1)." },
 	{ "DRIFTLOCK_INGEST_PRODUCER_QUEUE", DL_CONFIG_INT,
 	  offsetof(ingest_config, producer_queue_max), "200000", 1000, 10000000, NULL,
 	  "Events waiting for Kafka's acknowledgement; a request that does not fit gets 503." },
