@@ -23,6 +23,7 @@
 #include "services/ingest/ingest_db.h"
 #include "services/ingest/ingest_events.h"
 #include "services/ingest/ingest_ratelimit.h"
+#include "services/ingest/ingest_read.h"
 
 #define INGEST_DRAIN_POLL_MS 50
 
@@ -243,6 +244,9 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 	r = ingest_events_new(&st->ctx, errbuf, errlen, &st->events);
 	if (r < 0)
 		goto out_free_rl;
+	r = ingest_read_register(&st->ctx, errbuf, errlen);
+	if (r < 0)
+		goto out_free_events;
 	r = dl_http_server_listen(st->ctx.http, cfg->http_addr, (int)cfg->http_port, &bound);
 	if (r < 0) {
 		snprintf(errbuf, errlen, "public API cannot listen on %s:%lld", cfg->http_addr,
