@@ -3,6 +3,8 @@
 #include "common/dl_deps.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,13 @@ struct dl_deps {
 	dl_redis *redis;
 	dl_kafka_producer *kafka;
 	struct event *kafka_wakeup;
+	/* The Kafka probe (a metadata request) blocks for up to its timeout while no broker
+	 * answers, so it runs on its own thread; the loop's check reads its last result. */
+	pthread_mutex_t probe_mu;
+	pthread_t probe_thread;
+	bool probe_running, probe_joinable, probe_done;
+	int probe_rc;
+	char probe_err[256];
 };
 
 int dl_deps_new(dl_service *svc, dl_deps **ret)
@@ -32,6 +41,7 @@ int dl_deps_new(dl_service *svc, dl_deps **ret)
 	if (!d)
 		return -ENOMEM;
 	d->svc = svc;
+	pthread_mutex_init(&d->probe_mu, NULL);
 	*ret = d;
 	return 0;
 }
@@ -66,11 +76,58 @@ static int deps_check_redis(void *opaque, char *errbuf, size_t errlen)
 	return dl_redis_ping(d->redis, errbuf, errlen);
 }
 
+static void *deps_kafka_probe(void *opaque)
+{
+	dl_deps *d = opaque;
+	char err[256] = "";
+	int rc = dl_kafka_producer_check(d->kafka, DL_DEPS_KAFKA_CHECK_TIMEOUT_MS, err, sizeof(err));
+
+	pthread_mutex_lock(&d->probe_mu);
+	d->probe_rc = rc;
+	snprintf(d->probe_err, sizeof(d->probe_err), "%s", err);
+	d->probe_done = true;
+	d->probe_running = false;
+	pthread_mutex_unlock(&d->probe_mu);
+	return NULL;
+}
+
+/* After the first check (inline, at start, before requests are served), never blocks the
+ * loop: reports the last finished probe and starts the next one unless one is still waiting
+ * for a broker. */
 static int deps_check_kafka(void *opaque, char *errbuf, size_t errlen)
 {
 	dl_deps *d = opaque;
+	bool start = false;
+	int rc;
 
-	return dl_kafka_producer_check(d->kafka, DL_DEPS_KAFKA_CHECK_TIMEOUT_MS, errbuf, errlen);
+	if (!d->probe_joinable && !d->probe_done) {
+		deps_kafka_probe(d);
+		snprintf(errbuf, errlen, "%s", d->probe_err);
+		return d->probe_rc;
+	}
+	pthread_mutex_lock(&d->probe_mu);
+	if (!d->probe_running) {
+		start = true;
+		d->probe_running = true;
+	}
+	rc = d->probe_done ? d->probe_rc : -EAGAIN;
+	if (d->probe_done)
+		snprintf(errbuf, errlen, "%s", d->probe_err);
+	else
+		snprintf(errbuf, errlen, "kafka: first probe still running");
+	pthread_mutex_unlock(&d->probe_mu);
+	if (start) {
+		/* The previous probe thread has finished (probe_running was false): reap it. */
+		if (d->probe_joinable)
+			pthread_join(d->probe_thread, NULL);
+		d->probe_joinable = pthread_create(&d->probe_thread, NULL, deps_kafka_probe, d) == 0;
+		if (!d->probe_joinable) {
+			pthread_mutex_lock(&d->probe_mu);
+			d->probe_running = false;
+			pthread_mutex_unlock(&d->probe_mu);
+		}
+	}
+	return rc;
 }
 
 static void deps_kafka_wakeup_cb(evutil_socket_t fd, short what, void *opaque)
@@ -148,6 +205,9 @@ void dl_deps_free(dl_deps *d, int flush_timeout_ms)
 		return;
 	if (d->kafka_wakeup)
 		event_free(d->kafka_wakeup);
+	if (d->probe_joinable)
+		pthread_join(d->probe_thread, NULL);
+	pthread_mutex_destroy(&d->probe_mu);
 	if (d->kafka)
 		dl_kafka_producer_flush(d->kafka, flush_timeout_ms);
 	dl_kafka_producer_free(d->kafka);
