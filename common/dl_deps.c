@@ -106,7 +106,8 @@ int dl_deps_use_redis(dl_deps *d, const char *url, char *errbuf, size_t errlen)
 	return dl_service_add_check(d->svc, "redis", deps_check_redis, d);
 }
 
-int dl_deps_use_kafka(dl_deps *d, const char *brokers, char *errbuf, size_t errlen)
+int dl_deps_use_kafka(dl_deps *d, const char *brokers, const char *const *extra_conf,
+		      char *errbuf, size_t errlen)
 {
 	char client_id[64];
 	int r;
@@ -114,7 +115,7 @@ int dl_deps_use_kafka(dl_deps *d, const char *brokers, char *errbuf, size_t errl
 	snprintf(client_id, sizeof(client_id), "driftlock-%s", dl_service_name(d->svc));
 	/* librdkafka connects in the background, so creating the producer succeeds while the
 	 * broker is down; the check reports it until it answers. */
-	r = dl_kafka_producer_new(brokers, client_id, NULL, errbuf, errlen, &d->kafka);
+	r = dl_kafka_producer_new(brokers, client_id, extra_conf, errbuf, errlen, &d->kafka);
 	if (r < 0)
 		return r;
 	d->kafka_wakeup = event_new(dl_service_base(d->svc), dl_kafka_producer_wakeup_fd(d->kafka),

@@ -33,8 +33,10 @@ int dl_deps_new(dl_service *svc, dl_deps **ret);
  * (errbuf says why), or -ENOMEM. The strings are copied. Call from the loop thread. */
 int dl_deps_use_pg(dl_deps *d, const char *dsn, char *errbuf, size_t errlen);
 int dl_deps_use_redis(dl_deps *d, const char *url, char *errbuf, size_t errlen);
-/* A producer (idempotent, acks=all) whose delivery reports are served from the loop. */
-int dl_deps_use_kafka(dl_deps *d, const char *brokers, char *errbuf, size_t errlen);
+/* A producer (idempotent, acks=all) whose delivery reports are served from the loop.
+ * extra_conf is NULL or librdkafka key, value pairs, NULL-terminated (dl_kafka_producer_new). */
+int dl_deps_use_kafka(dl_deps *d, const char *brokers, const char *const *extra_conf,
+		      char *errbuf, size_t errlen);
 
 /* The live connections, or NULL while down (or not used). Owned by d. */
 dl_pg *dl_deps_pg(dl_deps *d);

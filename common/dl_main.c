@@ -24,7 +24,8 @@ static int main_connect(const dl_main_spec *spec, dl_deps *deps, void *cfg, char
 	    dl_deps_use_redis(deps, main_str(cfg, spec->redis_offset), errbuf, errlen) < 0)
 		return -1;
 	if (spec->kafka_offset != DL_MAIN_UNUSED &&
-	    dl_deps_use_kafka(deps, main_str(cfg, spec->kafka_offset), errbuf, errlen) < 0)
+	    dl_deps_use_kafka(deps, main_str(cfg, spec->kafka_offset),
+			      spec->kafka_conf ? spec->kafka_conf(cfg) : NULL, errbuf, errlen) < 0)
 		return -1;
 	return 0;
 }

@@ -25,6 +25,9 @@ typedef struct dl_main_spec {
 	size_t kafka_offset; /* char *brokers */
 	size_t pg_offset;    /* char *dsn */
 	size_t redis_offset; /* char *url */
+	/* librdkafka settings for the producer built from the config (NULL-terminated key, value
+	 * pairs valid until exit), or NULL for the defaults. May be NULL. */
+	const char *const *(*kafka_conf)(const void *cfg);
 	/* Plugs the business modules in once the shell and dependencies exist; may be NULL.
 	 * Returns 0, or negative with text in errbuf to stop the start (exit 1). */
 	int (*setup)(dl_service *svc, dl_deps *deps, void *cfg, void **ret_state, char *errbuf,

@@ -373,6 +373,43 @@ int dl_redis_ping(dl_redis *r, char *errbuf, size_t errlen)
     return rc;
 }
 
+int dl_redis_url_parse(const char *url, dl_redis_url *ret, char *errbuf, size_t errlen)
+{
+    dl_redis r = { 0 };
+    int rc;
+
+    if (url == NULL) {
+        dl_redis_errf(NULL, errbuf, errlen, "redis: a URL is required");
+        return -EINVAL;
+    }
+    rc = dl_redis_parse_url(&r, url, errbuf, errlen);
+    if (rc == 0 && r.host == NULL)
+        rc = -ENOMEM;
+    if (rc < 0) {
+        dl_redis_clear(&r);
+        return rc;
+    }
+    ret->host = r.host;
+    ret->port = r.port;
+    ret->user = r.user;
+    ret->password = r.password;
+    ret->db = r.db;
+    return 0;
+}
+
+void dl_redis_url_clear(dl_redis_url *u)
+{
+    if (u == NULL)
+        return;
+    free(u->host);
+    free(u->user);
+    if (u->password != NULL) {
+        memset(u->password, 0, strlen(u->password));
+        free(u->password);
+    }
+    memset(u, 0, sizeof(*u));
+}
+
 redisContext *dl_redis_context(dl_redis *r)
 {
     return r->ctx;

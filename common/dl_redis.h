@@ -53,6 +53,25 @@ int dl_redis_ping(dl_redis *r, char *errbuf, size_t errlen);
 /* The hiredis context (owned by r; NULL while disconnected, replaced by a reconnect). */
 redisContext *dl_redis_context(dl_redis *r);
 
+/* The parts of a redis:// URL, for clients dl_redis does not make (hiredis async contexts). */
+typedef struct dl_redis_url {
+    char *host;
+    int port;
+    char *user;     /* NULL when the URL has none */
+    char *password; /* NULL when the URL has none */
+    int db;
+} dl_redis_url;
+
+/*
+ * Splits url with the same rules as dl_redis_connect_url (nothing is connected). Returns 0 and
+ * fills *ret (release with dl_redis_url_clear), or -EINVAL / -ENOMEM with text in errbuf that
+ * never quotes the URL; *ret untouched on failure.
+ */
+int dl_redis_url_parse(const char *url, dl_redis_url *ret, char *errbuf, size_t errlen);
+
+/* Frees the strings of u (wiping the password) and zeroes it. Accepts NULL. */
+void dl_redis_url_clear(dl_redis_url *u);
+
 /* Closes the connection and frees r. Accepts NULL. */
 void dl_redis_free(dl_redis *r);
 

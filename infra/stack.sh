@@ -20,12 +20,13 @@ STOP_TIMEOUT=20
 
 usage() {
 	cat <<EOF
-usage: infra/stack.sh start|status|stop|env [--run-dir DIR]
+usage: infra/stack.sh start|status|stop|env [--run-dir DIR] [--only postgres|redis|kafka]
 
   start   start whatever of PostgreSQL, Redis and Kafka is not already running in the run
           dir, create the Kafka topics of infra/kafka/topics.conf, write \$RUN_DIR/stack.env
   status  one line per server; exits non-zero if any is down
-  stop    stop the servers this run dir started (by recorded pid: TERM, then KILL after ${STOP_TIMEOUT}s)
+  stop    stop the servers this run dir started (by recorded pid: TERM, then KILL after ${STOP_TIMEOUT}s);
+          with --only NAME just that one (fault tests: 'start' brings it back on the same port)
   env     print the path of the env file (source it to get the DRIFTLOCK_* variables)
 
   run dir: --run-dir DIR, else \$DRIFTLOCK_RUN_DIR, else $REPO/run/local
@@ -80,11 +81,12 @@ port_of() {
 	esac
 }
 
-# secret NAME: print the password stored under NAME, generating it on first use.
+# secret NAME [BYTES]: print the password stored under NAME (BYTES random bytes in hex,
+# 16 by default), generating it on first use.
 secret() {
 	local f=$SECRETS/$1
 	if [ ! -s "$f" ]; then
-		(umask 077 && openssl rand -hex 16 >"$f.tmp" && mv "$f.tmp" "$f") ||
+		(umask 077 && openssl rand -hex "${2:-16}" >"$f.tmp" && mv "$f.tmp" "$f") ||
 			dl_die "cannot write secret $f"
 	fi
 	cat "$f"
@@ -489,6 +491,8 @@ write_env() {
 			echo "export DRIFTLOCK_PG_PORT=$PG_PORT"
 			echo "export DRIFTLOCK_PG_DATABASE=driftlock"
 			echo "export DRIFTLOCK_PG_DSN_ADMIN=postgresql://postgres:$pg_pw@127.0.0.1:$PG_PORT/driftlock"
+			# API keys are stored as HMAC-SHA-256 under this secret (ingest, driftlock-admin).
+			echo "export DRIFTLOCK_API_KEY_SECRET=$(secret api_key_secret 32)"
 			for r in "${ROLES[@]}"; do
 				lr=$(printf '%s' "$r" | tr '[:upper:]' '[:lower:]')
 				pw=$(secret "pg_driftlock_$lr")
@@ -599,6 +603,7 @@ cmd_stop() {
 	# Clients first: Kafka, then Redis, then PostgreSQL; the three in parallel would also do,
 	# but this order keeps the logs readable.
 	for name in kafka redis postgres; do
+		[ -z "$ONLY" ] || [ "$ONLY" = "$name" ] || continue
 		stop_one "$name"
 	done
 }
@@ -607,6 +612,8 @@ cmd_env() {
 	[ -s "$ENV_FILE" ] || dl_die "no env file in $RUN: run infra/stack.sh start first"
 	printf '%s\n' "$ENV_FILE"
 }
+
+ONLY=''
 
 main() {
 	local cmd='' run_dir=${DRIFTLOCK_RUN_DIR:-}
@@ -620,6 +627,11 @@ main() {
 		--run-dir=*)
 			run_dir=${1#--run-dir=}
 			shift
+			;;
+		--only)
+			[ $# -ge 2 ] || dl_die "--only needs postgres, redis or kafka"
+			case "$2" in postgres | redis | kafka) ONLY=$2 ;; *) dl_die "--only: unknown server $2" ;; esac
+			shift 2
 			;;
 		-h | --help | help)
 			usage

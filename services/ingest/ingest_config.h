@@ -19,6 +19,21 @@ struct ingest_config {
 	int64_t max_header;
 	int64_t max_connections;
 	int64_t request_timeout_ms;
+	char *api_key_secret;         /* HMAC key of api_keys.key_hash (ingest_auth) */
+	int64_t auth_cache_ttl_ms;    /* a valid key's cache life (<= 30 s) */
+	int64_t auth_negative_ttl_ms; /* an unknown or revoked key's */
+	int64_t auth_cache_keys;      /* valid keys cached */
+	int64_t rl_lease_ms;          /* rate limit tokens taken per Redis call, in ms of rate */
+	int64_t rl_timeout_ms;        /* Redis deadline before the rate limiter fails open */
+	int64_t max_event_bytes;
+	int64_t max_events;
+	int64_t max_depth;
+	int64_t producer_queue_max;
+	int64_t produce_timeout_ms;
+	int64_t linger_ms;
+	int64_t db_threads;
+	int64_t db_queue;
+	int64_t db_statement_timeout_ms;
 	/* GET /v1/stream/anomalies (ingest_sse) */
 	int64_t sse_max_streams;         /* open streams per process; more get 503 */
 	int64_t sse_max_streams_per_org; /* open streams per org; more get 429 */
