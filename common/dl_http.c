@@ -34,6 +34,7 @@
 #define DL_HTTP_DEFAULT_DEPTH 32
 #define DL_HTTP_MAX_DEPTH 1000 /* cJSON's own CJSON_NESTING_LIMIT */
 #define DL_HTTP_MAX_SEGMENTS 32
+#define DL_HTTP_STREAM_MAX_WRITE ((size_t)1 << 20) /* bytes per stream write turn */
 #define DL_HTTP_ID_MAX 128
 #define DL_HTTP_CORS_HEADERS \
 	"Authorization, Content-Type, Content-Encoding, Idempotency-Key, X-Request-Id"
@@ -1578,6 +1579,9 @@ int dl_http_stream_start(dl_http_req *req, int status, const char *content_type,
 
 		bufferevent_set_timeouts(bev, NULL, &wtv);
 		bufferevent_setwatermark(bev, EV_READ, 0, 4096);
+		/* libevent writes at most 16 KiB per connection and loop turn by default: a
+		 * stream fed faster than that would pile up even for a client reading at once. */
+		bufferevent_set_max_single_write(bev, DL_HTTP_STREAM_MAX_WRITE);
 	}
 	stream_link(s, s->draining ? &s->drain_notify : &s->streams, st);
 	if (s->draining)

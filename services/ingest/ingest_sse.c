@@ -148,6 +148,7 @@ struct ingest_sse {
 	dl_metric *m_partitions;
 };
 
+static const struct timeval sse_now = { 0, 0 };
 static const char *const lbl_live[] = { "live" };
 static const char *const lbl_heartbeat[] = { "heartbeat" };
 
@@ -681,13 +682,17 @@ static void consume_one(ingest_sse *s, const rd_kafka_message_t *msg)
 static void on_kafka(evutil_socket_t fd, short what, void *arg)
 {
 	ingest_sse *s = arg;
+	/* Per call, at most an eighth of a client's budget (this runs up to three times a turn:
+	 * wake-up fd, continuation, tick): the loop writes to the sockets between turns, so a
+	 * burst on the topic does not fill up a client that keeps up. */
+	size_t bytes = 0, max_bytes = (size_t)s->cfg->sse_buffer_bytes / 8;
 	char err[256];
 
 	(void)fd;
 	(void)what;
 	if (s->consumer_failed)
 		return;
-	for (int i = 0; i < SSE_POLL_BUDGET; i++) {
+	for (int i = 0; i < SSE_POLL_BUDGET && bytes < max_bytes; i++) {
 		rd_kafka_message_t *msg = NULL;
 		int rc = dl_kafka_consumer_poll(s->consumer, 0, &msg, err, sizeof(err));
 
@@ -708,11 +713,14 @@ static void on_kafka(evutil_socket_t fd, short what, void *arg)
 		}
 		if (msg == NULL)
 			return;
+		bytes += msg->len + SSE_FRAME_OVERHEAD;
 		consume_one(s, msg);
 		rd_kafka_message_destroy(msg);
 	}
-	/* Budget spent: yield to the loop, continue on the next turn. */
-	event_active(s->more_ev, EV_TIMEOUT, 1);
+	/* Budget spent: continue on the next turn, after the loop has written to the sockets (a
+	 * zero timer runs after the I/O callbacks of the next turn; event_active would run it
+	 * again in this one). */
+	event_add(s->more_ev, &sse_now);
 }
 
 static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts)
@@ -961,7 +969,7 @@ int ingest_sse_new(ingest_ctx *ctx, char *errbuf, size_t errlen, ingest_sse **re
 		goto out_free;
 	}
 	/* Join now rather than on the first wake-up. */
-	event_active(s->more_ev, EV_TIMEOUT, 1);
+	event_add(s->more_ev, &sse_now);
 	*ret = s;
 	return 0;
 

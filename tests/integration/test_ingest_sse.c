@@ -12,7 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,7 +29,7 @@
 #include "proto/proto_topics.h"
 #include "tests/support/dl_itest.h"
 
-#define SSE_CAP (1 << 20)
+#define SSE_CAP (32 << 20)
 
 /* ---- an SSE client on its own thread (libcurl) ---- */
 
@@ -602,6 +606,120 @@ START_TEST(test_sse_heartbeat_caps_and_drain)
 }
 END_TEST
 
+/* A client that stops reading: raw socket with a small receive buffer. */
+static int raw_stream(int port, const char *key)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0), rcv = 4096;
+	char req[512], buf[512];
+	ssize_t n;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)), 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	snprintf(req, sizeof(req),
+		 "GET /v1/stream/anomalies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n",
+		 key);
+	ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	n = read(fd, buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 12);
+	buf[n] = '\0';
+	ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%s", buf);
+	return fd;
+}
+
+static bool file_has(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	bool found = false;
+
+	ck_assert_ptr_nonnull(f);
+	while (!found && fgets(line, sizeof(line), f) != NULL)
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
+START_TEST(test_sse_slow_client_dropped)
+{
+	static const char *const extra[] = { "DRIFTLOCK_INGEST_SSE_BUFFER=64KiB", NULL };
+	char org[37], key[128], buf[65536];
+	dl_kafka_producer *p;
+	sse_conn *fast;
+	int fd, waited;
+	int64_t t0 = dl_time_now_ms();
+	bool eof = false;
+
+	dl_itest_org_with_key("sse-slow", NULL, org, key, sizeof(key));
+	start_ingest(extra);
+	p = producer();
+	fast = sse_open(ingest.public_port, key, NULL);
+	wait_live(p, fast, org);
+	fd = raw_stream(ingest.public_port, key);
+	/* About 12 MB of anomalies: far more than socket buffers and the 64 KiB budget hold. */
+	for (int i = 0; i < 4000; i++) {
+		struct proto_anomaly a;
+		char id[64], err[256], k[PROTO_STREAM_KEY_MAX + 1];
+		char *json = NULL;
+		size_t len = 0;
+
+		snprintf(id, sizeof(id), "slow-%d-%" PRId64, i, t0);
+		make_anomaly(&a, org, id, t0 + i);
+		memset(a.excerpt, 'x', 1000);
+		a.excerpt[1000] = '\0';
+		memset(a.explanation.summary, 'y', 1000);
+		a.explanation.summary[1000] = '\0';
+		ck_assert_int_eq(proto_anomaly_encode(&a, &json, &len, err, sizeof(err)), 0);
+		snprintf(k, sizeof(k), "%s:%s", a.org_id, a.stream);
+		while (dl_kafka_producer_produce(p, DL_TOPIC_ANOMALIES, k, strlen(k), json, len,
+						 NULL, NULL, NULL, err, sizeof(err)) == -ENOBUFS)
+			dl_kafka_producer_poll(p, 100);
+		free(json);
+	}
+	ck_assert_int_eq(dl_kafka_producer_flush(p, 30000), 0);
+	for (waited = 0; waited < 30000; waited += 200) {
+		if (metric("driftlock_ingest_sse_slow_disconnects_total") >= 1)
+			break;
+		usleep(200 * 1000);
+	}
+	ck_assert_msg(waited < 30000, "the client that stopped reading was not dropped (log %s)",
+		      ingest.log_path);
+	ck_assert(file_has(ingest.log_path, "too slow to keep up, disconnected"));
+	/* Its connection is closed: what was in flight, then end of file. */
+	for (waited = 0; waited < 10000 && !eof; waited += 10) {
+		struct pollfd pf = { fd, POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&pf, 1, 100) <= 0)
+			continue;
+		n = read(fd, buf, sizeof(buf));
+		eof = n <= 0;
+	}
+	ck_assert(eof);
+	close(fd);
+	/* The client that kept up is still connected and got the last one. */
+	{
+		char last[64];
+
+		snprintf(last, sizeof(last), "slow-3999-%" PRId64, t0);
+		bool got = sse_wait(fast, last, 1, 30000);
+		char *t = sse_text(fast);
+
+		ck_assert_msg(got, "the client that keeps up missed anomalies (log %s, consumed %g, "
+			      "received %zu bytes, %d frames, done %d)",
+			      ingest.log_path, metric("driftlock_ingest_sse_consumed_total"),
+			      strlen(t), count_of(t, "event: anomaly"), atomic_load(&fast->done));
+		free(t);
+		ck_assert(!atomic_load(&fast->done));
+	}
+	sse_close(fast);
+	dl_kafka_producer_free(p);
+	ck_assert_int_eq(dl_itest_stop(&ingest, 20000), 0);
+}
+END_TEST
+
 static Suite *ingest_sse_suite(void)
 {
 	Suite *s = suite_create("ingest_sse");
@@ -611,6 +729,7 @@ static Suite *ingest_sse_suite(void)
 	tcase_add_test(tc, test_sse_live_for_the_right_org_only);
 	tcase_add_test(tc, test_sse_resume_with_last_event_id);
 	tcase_add_test(tc, test_sse_heartbeat_caps_and_drain);
+	tcase_add_test(tc, test_sse_slow_client_dropped);
 	suite_add_tcase(s, tc);
 	return s;
 }
