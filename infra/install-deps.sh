@@ -19,7 +19,7 @@ PACKAGES=(
 	librdkafka-dev libevent-dev libpq-dev libcjson-dev libzstd-dev libcurl4-openssl-dev
 	libhiredis-dev libssl-dev zlib1g-dev check
 	postgresql-15 redis-server redis-tools kcat
-	python3 curl openssl util-linux
+	python3 python3-yaml python3-jsonschema curl openssl util-linux
 )
 
 SUDO=()

@@ -41,9 +41,9 @@ struct ingest_events {
 	size_t inflight; /* posts waiting for deliveries */
 	dl_metric *m_events;      /* ingest_events_total{result} */
 	dl_metric *m_rejected;    /* ingest_events_rejected_total{reason} */
-	dl_metric *m_bytes;       /* ingest_event_bytes_total */
 	dl_metric *m_queue;       /* ingest_producer_queue_depth */
 	dl_metric *m_ack_seconds; /* ingest_kafka_ack_seconds */
+	ingest_body_metrics body_metrics;
 };
 
 typedef struct ingest_post {
@@ -192,6 +192,12 @@ static void event_id(const ingest_post *p, const ingest_body_event *e, char out[
 }
 
 /* Queues every accepted event; the reply follows from the last delivery report. */
+/* The rate limiter refused the request (and replied): only the batch is left to free. */
+static void post_release(void *arg)
+{
+	post_free(arg);
+}
+
 static void post_produce(dl_http_req *req, void *arg)
 {
 	ingest_post *p = arg;
@@ -292,6 +298,7 @@ static void post_authenticated(dl_http_req *req, const ingest_principal *who, vo
 		post_free(p);
 		return;
 	}
+	ingest_body_metrics_batch(&ev->body_metrics, &p->batch, len);
 	count_rejections(ev, &p->batch);
 	if (p->batch.nevents == 0) {
 		cJSON *details = cJSON_CreateObject();
@@ -307,7 +314,8 @@ static void post_authenticated(dl_http_req *req, const ingest_principal *who, vo
 		post_free(p);
 		return;
 	}
-	ingest_ratelimit_take(ev->ctx, req, who, (int64_t)p->batch.nevents, post_produce, p);
+	ingest_ratelimit_take(ev->ctx, req, who, (int64_t)p->batch.nevents, post_produce,
+			      post_release, p);
 }
 
 static void post_events_cb(dl_http_req *req, void *opaque)
@@ -329,22 +337,23 @@ int ingest_events_new(ingest_ctx *ctx, char *errbuf, size_t errlen, ingest_event
 		return -ENOMEM;
 	}
 	ev->ctx = ctx;
-	ev->m_events = dl_metrics_counter(ctx->metrics, "ingest_events_total",
+	ev->m_events = dl_metrics_counter(ctx->metrics, "driftlock_ingest_events_total",
 					  "Events of valid requests by outcome: accepted (acknowledged "
 					  "by Kafka), unavailable (not acknowledged), queue_full.",
 					  1, "result");
-	ev->m_rejected = dl_metrics_counter(ctx->metrics, "ingest_events_rejected_total",
+	ev->m_rejected = dl_metrics_counter(ctx->metrics, "driftlock_ingest_events_rejected_total",
 					    "Events or bodies refused by validation, by reason code.",
 					    1, "reason");
-	ev->m_queue = dl_metrics_gauge(ctx->metrics, "ingest_producer_queue_depth",
+	ev->m_queue = dl_metrics_gauge(ctx->metrics, "driftlock_ingest_producer_queue_depth",
 				       "Messages in the Kafka producer's queue, not yet acknowledged.",
 				       0);
-	ev->m_ack_seconds = dl_metrics_histogram(ctx->metrics, "ingest_kafka_ack_seconds",
+	ev->m_ack_seconds = dl_metrics_histogram(ctx->metrics, "driftlock_ingest_kafka_ack_seconds",
 						 "Time from queuing a request's events to the last "
 						 "acknowledgement.",
 						 ack_buckets,
 						 sizeof(ack_buckets) / sizeof(ack_buckets[0]), 0);
-	if (!ev->m_events || !ev->m_rejected || !ev->m_queue || !ev->m_ack_seconds) {
+	if (!ev->m_events || !ev->m_rejected || !ev->m_queue || !ev->m_ack_seconds ||
+	    ingest_body_metrics_init(&ev->body_metrics, ctx->metrics) < 0) {
 		snprintf(errbuf, errlen, "cannot register the events metrics");
 		free(ev);
 		return -ENOMEM;

@@ -64,6 +64,7 @@ typedef struct rl_waiter {
 	dl_http_req *req;
 	int64_t cost;
 	ingest_rl_cb cb;
+	ingest_rl_release_fn release;
 	void *arg;
 	struct rl_waiter *next;
 } rl_waiter;
@@ -112,6 +113,7 @@ struct ingest_ratelimit {
 	int64_t backoff_ms;
 	struct event *reconnect_timer;
 	struct event *tick;
+	int64_t last_tick_ms;
 	rl_call *calls_head, *calls_tail;
 	rl_key **buckets;
 	size_t mask, nkeys;
@@ -327,7 +329,7 @@ static void refuse(ingest_ratelimit *rl, rl_key *k, dl_http_req *req, int64_t co
 
 /* The fail-open path: a local bucket per key at the plan's rate. */
 static void take_fallback(ingest_ratelimit *rl, rl_key *k, dl_http_req *req, int64_t cost,
-			  ingest_rl_cb cb, void *arg, int64_t now)
+			  ingest_rl_cb cb, ingest_rl_release_fn release, void *arg, int64_t now)
 {
 	double need;
 
@@ -345,6 +347,8 @@ static void take_fallback(ingest_ratelimit *rl, rl_key *k, dl_http_req *req, int
 		refuse(rl, k, req, cost,
 		       (int64_t)ceil((need - k->fb_tokens) * 1000.0 / (double)k->key_rate), false,
 		       "fallback", (int64_t)k->fb_tokens);
+		if (release)
+			release(arg);
 		return;
 	}
 	k->fb_tokens -= (double)cost;
@@ -469,7 +473,7 @@ static void drain_waiters(ingest_ratelimit *rl, rl_key *k, bool refused_head)
 			if (!k->head)
 				k->tail = NULL;
 			k->nwaiters--;
-			take_fallback(rl, k, w->req, w->cost, w->cb, w->arg, now);
+			take_fallback(rl, k, w->req, w->cost, w->cb, w->release, w->arg, now);
 			free(w);
 			continue;
 		} else {
@@ -491,6 +495,8 @@ static void drain_waiters(ingest_ratelimit *rl, rl_key *k, bool refused_head)
 					wo = 1000; /* refused although the estimate allowed: others took it */
 				refuse(rl, k, w->req, w->cost, wk > wo ? wk : wo, wo >= wk,
 				       refused_head ? "redis" : "estimate", remaining(k, now));
+				if (w->release)
+					w->release(w->arg);
 				free(w);
 				refused_head = false;
 				continue;
@@ -688,10 +694,20 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	ingest_ratelimit *rl = arg;
 	redisAsyncContext *ac = rl->ac;
+	int64_t now = now_ms(), last = rl->last_tick_ms;
+	rl_call *c;
 
 	(void)fd;
 	(void)what;
-	if (!ac || !rl->calls_head || now_ms() - rl->calls_head->sent_ms < rl->timeout_ms)
+	rl->last_tick_ms = now;
+	if (last && now - last > 4 * TICK_MS) {
+		/* The loop itself was stalled (a slow callback elsewhere): a reply may be waiting
+		 * unread in the socket. Do not blame Redis; give the calls a fresh deadline. */
+		for (c = rl->calls_head; c; c = c->next)
+			c->sent_ms = now;
+		return;
+	}
+	if (!ac || !rl->calls_head || now - rl->calls_head->sent_ms < rl->timeout_ms)
 		return;
 	redis_result(rl, "timeout");
 	dl_log_warn("Redis did not answer the rate limiter in time: reconnecting");
@@ -705,7 +721,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 /* ---------------------------------------------------------------- public */
 
 void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_principal *who,
-			   int64_t cost, ingest_rl_cb cb, void *arg)
+			   int64_t cost, ingest_rl_cb cb, ingest_rl_release_fn release, void *arg)
 {
 	ingest_ratelimit *rl = ctx->rl;
 	int64_t now;
@@ -722,6 +738,8 @@ void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_princ
 	if (!k) {
 		dl_http_req_set_header(req, "Retry-After", "1");
 		dl_http_reply_error(req, 503, "unavailable", "out of memory; retry shortly");
+		if (release)
+			release(arg);
 		return;
 	}
 	now = now_ms();
@@ -737,23 +755,28 @@ void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_princ
 			return;
 		}
 		if (!redis_usable(rl, now)) {
-			take_fallback(rl, k, req, cost, cb, arg, now);
+			take_fallback(rl, k, req, cost, cb, release, arg, now);
 			return;
 		}
 	}
 	if (k->nwaiters >= MAX_WAITERS) {
 		refuse(rl, k, req, cost, 1000, true, "queue", remaining(k, now));
+		if (release)
+			release(arg);
 		return;
 	}
 	w = calloc(1, sizeof(*w));
 	if (!w) {
 		dl_http_req_set_header(req, "Retry-After", "1");
 		dl_http_reply_error(req, 503, "unavailable", "out of memory; retry shortly");
+		if (release)
+			release(arg);
 		return;
 	}
 	w->req = req;
 	w->cost = cost;
 	w->cb = cb;
+	w->release = release;
 	w->arg = arg;
 	if (k->tail)
 		k->tail->next = w;
@@ -864,6 +887,8 @@ void ingest_ratelimit_free(ingest_ratelimit *rl)
 			wn = w->next;
 			dl_http_req_set_header(w->req, "Retry-After", "1");
 			dl_http_reply_error(w->req, 503, "unavailable", "the server is stopping");
+			if (w->release)
+				w->release(w->arg);
 			free(w);
 		}
 		free(k);

@@ -55,12 +55,16 @@ int ingest_ratelimit_new(struct event_base *base, dl_metrics_registry *metrics,
 void ingest_ratelimit_free(ingest_ratelimit *rl);
 
 typedef void (*ingest_rl_cb)(dl_http_req *req, void *arg);
+/* Releases arg when the request was answered without cb (refused, or the limiter stopping). */
+typedef void (*ingest_rl_release_fn)(void *arg);
 
 /* Takes cost events from who's key and org budgets. Sets X-RateLimit-Limit and
  * X-RateLimit-Remaining on req. Allowed: calls cb (at once or later on the loop). Refused:
- * replies 429 rate_limited with Retry-After and a JSON body naming the limit, never calls cb.
- * ctx->rl NULL (no limiter configured) allows everything. */
+ * replies 429 rate_limited with Retry-After and a JSON body naming the limit (or 503 when out
+ * of memory or stopping), never calls cb, and calls release(arg) after the reply (release may
+ * be NULL). Exactly one of cb and release is called. ctx->rl NULL (no limiter configured)
+ * allows everything. */
 void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_principal *who,
-			   int64_t cost, ingest_rl_cb cb, void *arg);
+			   int64_t cost, ingest_rl_cb cb, ingest_rl_release_fn release, void *arg);
 
 #endif /* DL_INGEST_RATELIMIT_H */

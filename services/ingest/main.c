@@ -19,6 +19,7 @@
 #include "services/ingest/ingest.h"
 #include "services/ingest/ingest_config.h"
 #include "services/ingest/ingest_auth.h"
+#include "services/ingest/ingest_body.h"
 #include "services/ingest/ingest_db.h"
 #include "services/ingest/ingest_events.h"
 #include "services/ingest/ingest_ratelimit.h"
@@ -70,11 +71,11 @@ static const dl_config_param ingest_params[] = {
 	  "Redis deadline for a rate limit call; past it the limiter fails open to a local "
 	  "per-replica limit." },
 	{ "DRIFTLOCK_INGEST_MAX_EVENT", DL_CONFIG_BYTES, offsetof(ingest_config, max_event_bytes),
-	  "64KiB", 256, 1024 * 1024 - 1024, NULL,
+	  "64KiB", 256, INGEST_BODY_EVENT_BYTES_CAP, NULL,
 	  "Largest single event (its JSON text) accepted by POST /v1/events." },
 	{ "DRIFTLOCK_INGEST_MAX_EVENTS", DL_CONFIG_INT, offsetof(ingest_config, max_events), "10000",
 	  1, 1000000, NULL, "Most events in one POST /v1/events request." },
-	{ "DRIFTLOCK_INGEST_MAX_DEPTH", DL_CONFIG_INT, offsetof(ingest_config, max_depth), "32", 2,
+	{ "DRIFTLOCK_INGEST_MAX_DEPTH", DL_CONFIG_INT, offsetof(ingest_config, max_depth), "31", 2,
 	  31, NULL, "Deepest JSON nesting of one event (the event object is level 1)." },
 	{ "DRIFTLOCK_INGEST_PRODUCER_QUEUE", DL_CONFIG_INT,
 	  offsetof(ingest_config, producer_queue_max), "200000", 1000, 10000000, NULL,
@@ -187,14 +188,14 @@ static int ingest_metrics_new(ingest_state *st)
 	static const double buckets[] = { .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1,
 					  2.5, 5, 10 };
 
-	st->m_requests = dl_metrics_counter(st->ctx.metrics, "ingest_http_requests_total",
+	st->m_requests = dl_metrics_counter(st->ctx.metrics, "driftlock_ingest_http_requests_total",
 					    "Public API requests finished, by route, method and "
 					    "status (499: the client went away).",
 					    3, "route", "method", "status");
-	st->m_seconds = dl_metrics_histogram(st->ctx.metrics, "ingest_http_request_seconds",
+	st->m_seconds = dl_metrics_histogram(st->ctx.metrics, "driftlock_ingest_http_request_seconds",
 					     "Public API request latency by route.", buckets,
 					     sizeof(buckets) / sizeof(buckets[0]), 1, "route");
-	st->m_db_pending = dl_metrics_gauge(st->ctx.metrics, "ingest_db_jobs_pending",
+	st->m_db_pending = dl_metrics_gauge(st->ctx.metrics, "driftlock_ingest_db_jobs_pending",
 					    "Database jobs queued or running.", 0);
 	return st->m_requests && st->m_seconds && st->m_db_pending ? 0 : -ENOMEM;
 }

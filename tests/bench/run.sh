@@ -131,5 +131,10 @@ $(cat "$TMP/q1.txt")
 \`\`\`
 HDR
 } >"$OUT.tmp"
+# Keep the section tests/bench/ingest.sh writes (it needs a running stack, this script does not).
+if [ -f "$OUT" ] && grep -q '<!-- ingest:begin' "$OUT"; then
+	printf '\n' >>"$OUT.tmp"
+	sed -n '/<!-- ingest:begin/,/<!-- ingest:end -->/p' "$OUT" >>"$OUT.tmp"
+fi
 mv "$OUT.tmp" "$OUT"
 echo "bench: wrote $OUT" >&2

@@ -57,7 +57,7 @@ typedef struct running {
 static void start_service(const char *svc, const char *const *extra, running *ret)
 {
 	char bin[512], dsn_var[64], env_port[64], env_pub[64], env_dsn[1024], env_kafka[256],
-		env_redis[512];
+		env_redis[512], env_secret[1200];
 	const char *build = need_env("DRIFTLOCK_BUILD_ROOT");
 	char *envp[32];
 	size_t n = 0, i;
@@ -86,6 +86,9 @@ static void start_service(const char *svc, const char *const *extra, running *re
 	envp[n++] = env_dsn;
 	envp[n++] = env_kafka;
 	envp[n++] = env_redis;
+	snprintf(env_secret, sizeof(env_secret), "DRIFTLOCK_API_KEY_SECRET=%s",
+		 need_env("DRIFTLOCK_API_KEY_SECRET"));
+	envp[n++] = env_secret;
 	envp[n++] = (char *)"DRIFTLOCK_CHECK_INTERVAL=200ms";
 	envp[n] = NULL;
 

@@ -157,6 +157,7 @@ for r in INGEST DETECTOR METERING BILLING NOTIFIER DASHBOARD; do
 	[ "${!dsn_var:-}" = "postgresql://driftlock_$lr:${!pw_var:-}@127.0.0.1:$DRIFTLOCK_PG_PORT/driftlock" ] ||
 		missing+=" $dsn_var"
 done
+[[ "${DRIFTLOCK_API_KEY_SECRET:-}" =~ ^[0-9a-f]{64}$ ]] || missing+=" DRIFTLOCK_API_KEY_SECRET"
 expect "env file has every contract variable" "" "$missing"
 [[ "$DRIFTLOCK_KAFKA_BROKERS" =~ ^127\.0\.0\.1:[0-9]+$ ]] && pass "brokers on loopback" ||
 	fail "brokers: $DRIFTLOCK_KAFKA_BROKERS"
