@@ -62,6 +62,9 @@ struct sse_item {
 	int refs;
 	ingest_sse_key key;
 	char org[PROTO_ORG_ID_LEN + 1];
+	char stream[PROTO_STREAM_MAX + 1];
+	unsigned severity_bit; /* 1u << enum proto_anomaly_severity */
+	double score;
 	char *json;
 	size_t len;
 };
@@ -84,6 +87,11 @@ struct sse_client {
 	bool has_hw;
 	ingest_sse_key resume; /* the Last-Event-ID it came back with */
 	bool has_resume;
+	/* Filters (query): NULL/0 = any. */
+	char stream[PROTO_STREAM_MAX + 1];
+	unsigned severities;
+	bool has_min_score;
+	double min_score;
 	bool replaying;
 	bool ended;            /* off every list; freed when its replay job returns */
 	struct sse_job *job;   /* replay running in ctx->db */
@@ -113,6 +121,9 @@ struct sse_row {
 struct sse_job {
 	struct sse_client *c;
 	char org_id[PROTO_ORG_ID_LEN + 1];
+	char stream[PROTO_STREAM_MAX + 1]; /* the client's filters, "" = any */
+	char severities[64];               /* a text[] literal, "" = any */
+	char min_score[32];                /* "" = any */
 	ingest_sse_key after;
 	int64_t limit;
 	struct sse_row *rows;
@@ -358,10 +369,19 @@ static bool was_replayed(const struct sse_client *c, const char *id)
 	       bsearch(&id, c->replayed, c->nreplayed, sizeof(*c->replayed), cmp_str) != NULL;
 }
 
+/* True when it passes c's filters. */
+static bool client_wants(const struct sse_client *c, const struct sse_item *it)
+{
+	return (c->stream[0] == '\0' || strcmp(c->stream, it->stream) == 0) &&
+	       (c->severities == 0 || (c->severities & it->severity_bit) != 0) &&
+	       (!c->has_min_score || it->score >= c->min_score);
+}
+
 /* A live anomaly for c: held back while its replay runs, else sent unless already seen. */
 static void client_live(struct sse_client *c, struct sse_item *it)
 {
-	if (c->has_resume && ingest_sse_key_cmp(&it->key, &c->resume) <= 0)
+	if (!client_wants(c, it) ||
+	    (c->has_resume && ingest_sse_key_cmp(&it->key, &c->resume) <= 0))
 		return;
 	if (c->replaying) {
 		struct sse_held *h;
@@ -426,6 +446,9 @@ static const char sql_replay[] =
 	" WHERE org_id = $1::uuid"
 	"   AND (detected_at, id COLLATE \"C\") >"
 	"       ('epoch'::timestamptz + $2::bigint * interval '1 millisecond', $3::text COLLATE \"C\")"
+	"   AND ($5::text IS NULL OR stream = $5::text)"
+	"   AND ($6::text[] IS NULL OR severity = ANY ($6::text[]))"
+	"   AND ($7::float8 IS NULL OR score >= $7::float8)"
 	" ORDER BY detected_at, id COLLATE \"C\""
 	" LIMIT $4::bigint";
 
@@ -434,11 +457,11 @@ static int replay_work(dl_pg *pg, void *arg)
 	struct sse_job *job = arg;
 	struct proto_anomaly *a = NULL;
 	char ms[32], lim[32], err[256];
-	const char *params[4];
+	const char *params[7];
 	PGresult *res = NULL;
 	int ntuples, rc;
 
-	rc = dl_pg_prepare(pg, "ingest_sse_replay", sql_replay, 4, job->err, sizeof(job->err));
+	rc = dl_pg_prepare(pg, "ingest_sse_replay", sql_replay, 7, job->err, sizeof(job->err));
 	if (rc < 0)
 		return rc;
 	snprintf(ms, sizeof(ms), "%" PRId64, job->after.ms);
@@ -447,10 +470,13 @@ static int replay_work(dl_pg *pg, void *arg)
 	params[1] = ms;
 	params[2] = job->after.id;
 	params[3] = lim;
+	params[4] = job->stream[0] != '\0' ? job->stream : NULL;
+	params[5] = job->severities[0] != '\0' ? job->severities : NULL;
+	params[6] = job->min_score[0] != '\0' ? job->min_score : NULL;
 	rc = dl_pg_begin_org(pg, job->org_id, job->err, sizeof(job->err));
 	if (rc < 0)
 		return rc;
-	rc = dl_pg_exec(pg, "ingest_sse_replay", 4, params, &res, job->err, sizeof(job->err));
+	rc = dl_pg_exec(pg, "ingest_sse_replay", 7, params, &res, job->err, sizeof(job->err));
 	if (rc < 0)
 		goto out_rollback;
 	ntuples = PQntuples(res);
@@ -531,7 +557,7 @@ static long replay_send(struct sse_client *c, struct sse_job *job, bool *ret_tru
 	for (size_t i = 0; i < s->ring_len; i++) {
 		struct sse_item *it = s->ring[(s->ring_head + i) % s->ring_cap];
 
-		if (strcmp(it->org, c->org_id) != 0 ||
+		if (strcmp(it->org, c->org_id) != 0 || !client_wants(c, it) ||
 		    ingest_sse_key_cmp(&it->key, &c->resume) <= 0)
 			continue;
 		m[n++] = (struct sse_merge){ it->key, it->json, it->len };
@@ -666,6 +692,9 @@ static void consume_one(ingest_sse *s, const rd_kafka_message_t *msg)
 	it->key.ms = s->scratch->detected_at_ms;
 	snprintf(it->key.id, sizeof(it->key.id), "%s", s->scratch->id);
 	snprintf(it->org, sizeof(it->org), "%s", s->scratch->org_id);
+	snprintf(it->stream, sizeof(it->stream), "%s", s->scratch->stream);
+	it->severity_bit = 1u << s->scratch->severity;
+	it->score = s->scratch->score;
 	for (char *p = it->org; *p != '\0'; p++)
 		if (*p >= 'A' && *p <= 'F')
 			*p = (char)(*p - 'A' + 'a');
@@ -775,6 +804,75 @@ static void on_stream_event(dl_http_stream *st, int event, void *opaque)
 	client_end(c);
 }
 
+/* Reads the query filters into c; on a bad one replies 400 and returns -EINVAL. */
+static int parse_filters(dl_http_req *req, struct sse_client *c)
+{
+	static const char *const names[] = { "low", "medium", "high", "critical" };
+	const char *stream = dl_http_req_query(req, "stream");
+	const char *sev = dl_http_req_query(req, "severity");
+	const char *min = dl_http_req_query(req, "min_score");
+
+	if (stream != NULL) {
+		if (!dl_id_is_valid_token(stream, PROTO_STREAM_MAX)) {
+			dl_http_reply_error(req, 400, "invalid_parameter",
+					    "stream must be 1-128 characters of A-Za-z0-9._:-");
+			return -EINVAL;
+		}
+		snprintf(c->stream, sizeof(c->stream), "%s", stream);
+	}
+	for (const char *p = sev; p != NULL && *p != '\0';) {
+		size_t len = strcspn(p, ",");
+		unsigned bit = 0;
+
+		for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			if (strlen(names[i]) == len && strncmp(p, names[i], len) == 0)
+				bit = 1u << i;
+		if (bit == 0) {
+			dl_http_reply_error(req, 400, "invalid_parameter",
+					    "severity must be a comma-separated list of low, medium, "
+					    "high, critical");
+			return -EINVAL;
+		}
+		c->severities |= bit;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	if (min != NULL) {
+		char *end = NULL;
+		double v = strtod(min, &end);
+
+		if (end == min || *end != '\0' || !(v >= 0) || v > 1e300) {
+			dl_http_reply_error(req, 400, "invalid_parameter",
+					    "min_score must be a number >= 0");
+			return -EINVAL;
+		}
+		c->has_min_score = true;
+		c->min_score = v;
+	}
+	return 0;
+}
+
+/* The client's filters as the replay's text parameters. */
+static void job_filters(struct sse_job *job, const struct sse_client *c)
+{
+	static const char *const names[] = { "low", "medium", "high", "critical" };
+	size_t off = 0;
+
+	snprintf(job->stream, sizeof(job->stream), "%s", c->stream);
+	if (c->severities != 0) {
+		off += (size_t)snprintf(job->severities, sizeof(job->severities), "{");
+		for (unsigned i = 0; i < 4; i++)
+			if (c->severities & (1u << i))
+				off += (size_t)snprintf(job->severities + off,
+							sizeof(job->severities) - off, "%s%s",
+							off > 1 ? "," : "", names[i]);
+		snprintf(job->severities + off, sizeof(job->severities) - off, "}");
+	}
+	if (c->has_min_score)
+		snprintf(job->min_score, sizeof(job->min_score), "%.17g", c->min_score);
+}
+
 static void on_auth(dl_http_req *req, const ingest_principal *who, void *arg)
 {
 	ingest_sse *s = arg;
@@ -816,12 +914,16 @@ static void on_auth(dl_http_req *req, const ingest_principal *who, void *arg)
 	}
 	if (last != NULL && ingest_sse_cursor_parse(last, &c->resume) != 0) {
 		free(c);
-		dl_http_reply_error(req, 400, "invalid_last_event_id",
+		dl_http_reply_error(req, 400, "invalid_parameter",
 				    "Last-Event-ID must be an id: value this stream sent "
 				    "(<milliseconds>.<anomaly id>)");
 		return;
 	}
 	c->has_resume = last != NULL;
+	if (parse_filters(req, c) != 0) {
+		free(c);
+		return; /* replied */
+	}
 	snprintf(c->org_id, sizeof(c->org_id), "%s", who->org_id);
 	snprintf(c->req_id, sizeof(c->req_id), "%s", dl_http_req_id(req));
 	c->last_write_ms = dl_time_now_ms();
@@ -839,6 +941,7 @@ static void on_auth(dl_http_req *req, const ingest_principal *who, void *arg)
 			snprintf(job->org_id, sizeof(job->org_id), "%s", c->org_id);
 			job->after = c->resume;
 			job->limit = s->cfg->sse_replay_max + 1;
+			job_filters(job, c);
 		}
 		rc = job != NULL ? ingest_db_submit(s->ctx->db, replay_work, replay_done, job)
 				 : -ENOMEM;

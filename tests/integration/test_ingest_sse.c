@@ -124,7 +124,7 @@ static void *sse_main(void *arg)
 	return NULL;
 }
 
-static sse_conn *sse_open(int port, const char *key, const char *last_id)
+static sse_conn *sse_open_q(int port, const char *key, const char *last_id, const char *query)
 {
 	sse_conn *c = calloc(1, sizeof(*c));
 
@@ -132,11 +132,17 @@ static sse_conn *sse_open(int port, const char *key, const char *last_id)
 	c->buf = calloc(1, SSE_CAP);
 	ck_assert_ptr_nonnull(c->buf);
 	pthread_mutex_init(&c->mu, NULL);
-	snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d/v1/stream/anomalies", port);
+	snprintf(c->url, sizeof(c->url), "http://127.0.0.1:%d/v1/stream/anomalies%s", port,
+		 query ? query : "");
 	snprintf(c->auth, sizeof(c->auth), "Authorization: Bearer %s", key);
 	snprintf(c->last_id, sizeof(c->last_id), "%s", last_id ? last_id : "");
 	ck_assert_int_eq(pthread_create(&c->thread, NULL, sse_main, c), 0);
 	return c;
+}
+
+static sse_conn *sse_open(int port, const char *key, const char *last_id)
+{
+	return sse_open_q(port, key, last_id, NULL);
 }
 
 static void sse_close(sse_conn *c)
@@ -260,6 +266,7 @@ static void store_anomaly(const struct proto_anomaly *a)
 	params[4] = ev;
 	params[5] = det;
 	params[6] = NULL;
+	ck_assert_int_eq(a->severity, PROTO_ANOMALY_SEVERITY_HIGH);
 	dl_itest_sql("INSERT INTO anomalies (org_id, id, stream, event_id, event_ts, detected_at,"
 		     " kind, score, p_value, severity, signals, explanation_summary,"
 		     " explanation_signal, explanation_value, baseline_low, baseline_median,"
@@ -387,13 +394,15 @@ static double metric(const char *name)
 START_TEST(test_sse_live_for_the_right_org_only)
 {
 	static frame fa[64], fb[64];
-	char org_a[37], org_b[37], key_a[128], key_b[128], id_a[64], id_b[64], resp[4096];
+	char org_a[37], org_b[37], key_a[128], key_b[128], id_a[64], id_b[64], id_c[64];
+	char resp[4096];
 	char hdrs[8192], v[128];
 	const char *h[] = { "Authorization: Bearer dlk_not_a_key", NULL };
+
 	dl_kafka_producer *p;
-	struct proto_anomaly a, b;
-	sse_conn *sa, *sb;
-	char *ta, *tb;
+	struct proto_anomaly a, b, a2;
+	sse_conn *sa, *sb, *sc;
+	char *ta, *tb, *tc;
 	size_t na, nb;
 	int ia, ib;
 
@@ -409,8 +418,11 @@ START_TEST(test_sse_live_for_the_right_org_only)
 	p = producer();
 	sa = sse_open(ingest.public_port, key_a, NULL);
 	sb = sse_open(ingest.public_port, key_b, NULL);
+	sc = sse_open_q(ingest.public_port, key_a, NULL,
+			"?severity=critical,low&min_score=10&stream=checkout.logs");
 	wait_live(p, sa, org_a);
 	wait_live(p, sb, org_b);
+	ck_assert(sse_wait(sc, "retry: 3000", 1, 5000));
 
 	unique_id("live-a", id_a, sizeof(id_a));
 	unique_id("live-b", id_b, sizeof(id_b));
@@ -420,7 +432,21 @@ START_TEST(test_sse_live_for_the_right_org_only)
 	produce_anomaly(p, &b);
 	ck_assert(sse_wait(sa, id_a, 1, 15000));
 	ck_assert(sse_wait(sb, id_b, 1, 15000));
+	/* The filtered stream gets only what matches: critical, score >= 10, its stream. */
+	unique_id("crit", id_c, sizeof(id_c));
+	make_anomaly(&a2, org_a, id_c, dl_time_now_ms());
+	a2.severity = PROTO_ANOMALY_SEVERITY_CRITICAL;
+	produce_anomaly(p, &a2);
+	a2.score = 9.5;
+	snprintf(a2.id, sizeof(a2.id), "%s-low-score", id_c);
+	produce_anomaly(p, &a2);
+	ck_assert(sse_wait(sc, id_c, 1, 15000));
+	ck_assert(sse_wait(sa, "-low-score", 1, 15000));
 	usleep(500 * 1000); /* time for a wrong delivery to show up */
+	tc = sse_text(sc);
+	ck_assert_int_eq(count_of(tc, "event: anomaly"), 1);
+	ck_assert_ptr_null(strstr(tc, id_a));
+	free(tc);
 	ta = sse_text(sa);
 	tb = sse_text(sb);
 	ck_assert_ptr_null(strstr(ta, id_b));
@@ -451,11 +477,20 @@ START_TEST(test_sse_live_for_the_right_org_only)
 	ck_assert_str_eq(v, "text/event-stream");
 	ck_assert(dl_itest_header(hdrs, "Cache-Control", v, sizeof(v)));
 	ck_assert_str_eq(v, "no-cache");
-	ck_assert_double_eq(metric("driftlock_ingest_sse_clients"), 2);
+	ck_assert_double_eq(metric("driftlock_ingest_sse_clients"), 3);
 	free(ta);
 	free(tb);
 	sse_close(sa);
 	sse_close(sb);
+	sse_close(sc);
+	/* A filter that is not one. */
+	snprintf(resp, sizeof(resp), "Authorization: Bearer %s", key_a);
+	h[0] = resp;
+	ck_assert_int_eq(dl_itest_http(ingest.public_port, "GET",
+				       "/v1/stream/anomalies?severity=urgent", h, NULL, 0, hdrs,
+				       sizeof(hdrs), NULL, 0),
+			 400);
+	ck_assert_ptr_nonnull(strstr(hdrs, "\"invalid_parameter\""));
 	dl_kafka_producer_free(p);
 	ck_assert_int_eq(dl_itest_stop(&ingest, 20000), 0);
 }
@@ -469,7 +504,7 @@ START_TEST(test_sse_resume_with_last_event_id)
 	const char *h[3];
 	char hk[200];
 	dl_kafka_producer *p;
-	struct proto_anomaly x[7];
+	struct proto_anomaly x[7], x7;
 	int64_t t0 = dl_time_now_ms();
 	sse_conn *c;
 	char *t;
@@ -555,7 +590,28 @@ START_TEST(test_sse_resume_with_last_event_id)
 	ck_assert_int_eq(dl_itest_http(ingest.public_port, "GET", "/v1/stream/anomalies", h, NULL,
 				       0, resp, sizeof(resp), hdrs, sizeof(hdrs)),
 			 400);
-	ck_assert_ptr_nonnull(strstr(resp, "\"invalid_last_event_id\""));
+	ck_assert_ptr_nonnull(strstr(resp, "\"invalid_parameter\""));
+	ck_assert_ptr_nonnull(strstr(resp, "Last-Event-ID"));
+
+	/* Filters apply to the replay too: only x7, on another stream. */
+	make_anomaly(&x7, org, "r7-billing", t0 + 61200);
+	snprintf(x7.id, sizeof(x7.id), "%s-b", ids[0]);
+	snprintf(x7.stream, sizeof(x7.stream), "billing.logs");
+	store_anomaly(&x7);
+	c = sse_open_q(ingest.public_port, key, cursor, "?stream=billing.logs");
+	ck_assert(sse_wait(c, x7.id, 1, 15000));
+	usleep(500 * 1000);
+	t = sse_text(c);
+	ck_assert_int_eq(count_of(t, "event: anomaly"), 1);
+	free(t);
+	sse_close(c);
+	c = sse_open_q(ingest.public_port, key, cursor, "?severity=low,medium");
+	ck_assert(sse_wait(c, "retry: 3000", 1, 5000));
+	usleep(1500 * 1000); /* the replay ran: nothing stored is low or medium */
+	t = sse_text(c);
+	ck_assert_int_eq(count_of(t, "event: anomaly"), 0);
+	free(t);
+	sse_close(c);
 	dl_kafka_producer_free(p);
 	ck_assert_int_eq(dl_itest_stop(&ingest, 20000), 0);
 }
