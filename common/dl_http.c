@@ -34,6 +34,7 @@
 #define DL_HTTP_DEFAULT_DEPTH 32
 #define DL_HTTP_MAX_DEPTH 1000 /* cJSON's own CJSON_NESTING_LIMIT */
 #define DL_HTTP_MAX_SEGMENTS 32
+#define DL_HTTP_STREAM_MAX_WRITE ((size_t)1 << 20) /* bytes per stream write turn */
 #define DL_HTTP_ID_MAX 128
 #define DL_HTTP_CORS_HEADERS \
 	"Authorization, Content-Type, Content-Encoding, Idempotency-Key, X-Request-Id"
@@ -105,7 +106,20 @@ struct dl_http_req {
 	bool conn_close;
 	struct timespec start;
 	struct event *watch; /* EV_CLOSED on the socket while a handler holds req */
+	struct dl_http_stream *stream; /* set once the reply became a stream */
 	dl_http_req *prev, *next;
+};
+
+/* A streamed response. It lives on one of the server's two lists: streams (told nothing yet,
+ * or already told of the drain) and drain_notify (to be told DL_HTTP_STREAM_DRAINING on the
+ * next tick); on neither once its request is closed. */
+struct dl_http_stream {
+	dl_http_req *req;
+	int status;
+	dl_http_stream_fn fn;
+	void *opaque;
+	struct dl_http_stream **list; /* the list head it is on, NULL when on none */
+	struct dl_http_stream *prev, *next;
 };
 
 struct dl_http_server {
@@ -131,12 +145,17 @@ struct dl_http_server {
 	dl_http_req *inflight;
 	size_t ninflight;
 	dl_http_req *dispatching; /* the request whose handler is running */
+	struct dl_http_stream *streams;
+	struct dl_http_stream *drain_notify;
+	size_t nstreams;
 	bool draining;
 	bool freeing;
 };
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+static void stream_unlink(dl_http_server *s, struct dl_http_stream *st);
+static void stream_notify_drain(dl_http_server *s);
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 {
@@ -276,19 +295,31 @@ static void req_unlink(dl_http_req *req)
 static void req_mark_closed(dl_http_req *req, bool notify)
 {
 	dl_http_server *s = req->s;
+	struct dl_http_stream *st = req->stream;
 
 	req_unlink(req);
 	if (req->watch != NULL) {
 		event_free(req->watch);
 		req->watch = NULL;
 	}
+	/* A stream whose write failed or timed out: evhttp detached the request from the
+	 * connection it frees (the reply was not finished), so the request is ours to free;
+	 * evhttp_send_reply_end() on a detached request does just that. */
+	if (st != NULL && req->evreq != NULL && evhttp_request_get_connection(req->evreq) == NULL)
+		evhttp_send_reply_end(req->evreq);
+	if (st != NULL && s != NULL)
+		stream_unlink(s, st);
 	req->closed = true;
 	req->evreq = NULL;
 	req->evcon = NULL;
 	req->s = NULL;
 	if (notify && s != NULL && s->obs != NULL && !s->freeing)
-		s->obs(req->route_name, req->method, DL_HTTP_STATUS_CLIENT_CLOSED,
+		s->obs(req->route_name, req->method,
+		       st != NULL ? st->status : DL_HTTP_STATUS_CLIENT_CLOSED,
 		       elapsed_s(&req->start), req->id, s->obs_opaque);
+	/* Last: the owner may end (free) the stream from its callback. */
+	if (notify && st != NULL && s != NULL && !s->freeing)
+		st->fn(st, DL_HTTP_STREAM_CLIENT_GONE, st->opaque);
 }
 
 static void req_free(dl_http_req *req)
@@ -308,35 +339,26 @@ static void req_free(dl_http_req *req)
 	free(req);
 }
 
-/* Hands the response to evhttp and consumes req. ctype NULL means no body. */
-static int req_send(dl_http_req *req, int status, const char *ctype, const char *body,
-		    size_t len)
+/* Copies the handler's headers to evhttp's output headers and adds the security, request id,
+ * CORS and Connection headers; cache_control NULL keeps the security default. Stops treating
+ * req as the request being dispatched (its handler answers it now). */
+static struct evkeyvalq *req_out_headers(dl_http_req *req, const char *cache_control)
 {
 	dl_http_server *s = req->s;
-	struct evhttp_request *evreq = req->evreq;
-	struct evkeyvalq *hdrs;
+	struct evkeyvalq *hdrs = evhttp_request_get_output_headers(req->evreq);
 	struct evkeyval *kv;
-	struct evbuffer *buf = NULL;
-	bool bodiless = status < 200 || status == 204 || status == 304;
-	char num[32];
-	int ret = 0;
 
-	if (req->closed) {
-		req_free(req);
-		return -EPIPE;
-	}
 	if (s->dispatching == req)
 		s->dispatching = NULL;
-	if (req->watch != NULL) {
-		event_free(req->watch);
-		req->watch = NULL;
-	}
-	hdrs = evhttp_request_get_output_headers(evreq);
 	TAILQ_FOREACH(kv, &req->out_headers, next)
 		evhttp_add_header(hdrs, kv->key, kv->value);
 	for (size_t i = 0; i < sizeof(security_headers) / sizeof(security_headers[0]); i++) {
+		const char *v = security_headers[i][1];
+
+		if (cache_control != NULL && strcmp(security_headers[i][0], "Cache-Control") == 0)
+			v = cache_control;
 		evhttp_remove_header(hdrs, security_headers[i][0]);
-		evhttp_add_header(hdrs, security_headers[i][0], security_headers[i][1]);
+		evhttp_add_header(hdrs, security_headers[i][0], v);
 	}
 	evhttp_remove_header(hdrs, "X-Request-Id");
 	evhttp_add_header(hdrs, "X-Request-Id", req->id);
@@ -351,6 +373,30 @@ static int req_send(dl_http_req *req, int status, const char *ctype, const char 
 		evhttp_remove_header(hdrs, "Connection");
 		evhttp_add_header(hdrs, "Connection", "close");
 	}
+	return hdrs;
+}
+
+/* Hands the response to evhttp and consumes req. ctype NULL means no body. */
+static int req_send(dl_http_req *req, int status, const char *ctype, const char *body,
+		    size_t len)
+{
+	dl_http_server *s = req->s;
+	struct evhttp_request *evreq = req->evreq;
+	struct evkeyvalq *hdrs;
+	struct evbuffer *buf = NULL;
+	bool bodiless = status < 200 || status == 204 || status == 304;
+	char num[32];
+	int ret = 0;
+
+	if (req->closed) {
+		req_free(req);
+		return -EPIPE;
+	}
+	if (req->watch != NULL) {
+		event_free(req->watch);
+		req->watch = NULL;
+	}
+	hdrs = req_out_headers(req, NULL);
 	evhttp_remove_header(hdrs, "Content-Type");
 	evhttp_remove_header(hdrs, "Content-Length");
 	if (!bodiless && ctype != NULL) {
@@ -834,6 +880,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		c->fix_pending = false;
 		fix_evhttp_error(c);
 	}
+	stream_notify_drain(s);
 }
 
 /* evhttp's bufferevent factory: called once per accepted connection, before evhttp has set the
@@ -1374,6 +1421,21 @@ void dl_http_server_stop_accepting(dl_http_server *s)
 	for (size_t i = 0; i < s->nbound; i++)
 		evhttp_del_accept_socket(s->http, s->bound[i]);
 	s->nbound = 0;
+	if (!s->draining && s->streams != NULL) {
+		/* Told on the next tick, not from inside the caller's drain. */
+		while (s->streams != NULL) {
+			struct dl_http_stream *st = s->streams;
+
+			stream_unlink(s, st);
+			st->list = &s->drain_notify;
+			st->next = s->drain_notify;
+			if (s->drain_notify != NULL)
+				s->drain_notify->prev = st;
+			s->drain_notify = st;
+			s->nstreams++;
+		}
+		event_active(s->tick, EV_TIMEOUT, 1);
+	}
 	s->draining = true;
 }
 
@@ -1385,6 +1447,11 @@ size_t dl_http_server_inflight(const dl_http_server *s)
 size_t dl_http_server_connections(const dl_http_server *s)
 {
 	return s->nconn;
+}
+
+size_t dl_http_server_streams(const dl_http_server *s)
+{
+	return s->nstreams;
 }
 
 void dl_http_server_free(dl_http_server *s)
@@ -1418,4 +1485,184 @@ void dl_http_server_free(dl_http_server *s)
 	free(s->cors_headers);
 	free(s->bound);
 	free(s);
+}
+
+/* ---- streams ---- */
+
+static void stream_link(dl_http_server *s, struct dl_http_stream **head, struct dl_http_stream *st)
+{
+	st->list = head;
+	st->prev = NULL;
+	st->next = *head;
+	if (*head != NULL)
+		(*head)->prev = st;
+	*head = st;
+	s->nstreams++;
+}
+
+/* Takes st off whichever of the server's lists it is on. */
+static void stream_unlink(dl_http_server *s, struct dl_http_stream *st)
+{
+	if (st->list == NULL)
+		return;
+	if (st->prev != NULL)
+		st->prev->next = st->next;
+	else
+		*st->list = st->next;
+	if (st->next != NULL)
+		st->next->prev = st->prev;
+	st->prev = st->next = NULL;
+	st->list = NULL;
+	s->nstreams--;
+}
+
+/* Tells every stream waiting on drain_notify that the server drains, one at a time: each is
+ * moved back to the streams list before its callback, which may end it (or, through a failed
+ * write, close others, which leaves them off both lists). */
+static void stream_notify_drain(dl_http_server *s)
+{
+	struct dl_http_stream *st;
+
+	while ((st = s->drain_notify) != NULL) {
+		stream_unlink(s, st);
+		stream_link(s, &s->streams, st);
+		st->fn(st, DL_HTTP_STREAM_DRAINING, st->opaque);
+	}
+}
+
+int dl_http_stream_start(dl_http_req *req, int status, const char *content_type,
+			 dl_http_stream_fn on_event, void *opaque, dl_http_stream **ret)
+{
+	dl_http_server *s = req->s;
+	struct dl_http_stream *st;
+	struct evkeyvalq *hdrs;
+	struct bufferevent *bev;
+
+	if (req->closed) {
+		req_free(req);
+		return -EPIPE;
+	}
+	if (status < 200 || status > 599 || status == 204 || status == 304 || on_event == NULL ||
+	    ret == NULL || (content_type != NULL && !is_header_value(content_type))) {
+		int rc = dl_http_reply_error(req, 500, "internal", "invalid stream response");
+
+		return rc == -EPIPE ? rc : -EINVAL;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL) {
+		int rc = req_send(req, 500, NULL, NULL, 0);
+
+		return rc == -EPIPE ? rc : -ENOMEM;
+	}
+	st->req = req;
+	st->status = status;
+	st->fn = on_event;
+	st->opaque = opaque;
+	req->stream = st;
+	if (s->dispatching == req) {
+		s->dispatching = NULL;
+		watch_client(s, req);
+	}
+	hdrs = req_out_headers(req, "no-cache");
+	evhttp_remove_header(hdrs, "Content-Type");
+	evhttp_remove_header(hdrs, "Content-Length");
+	evhttp_add_header(hdrs, "Content-Type",
+			  content_type != NULL ? content_type : "text/event-stream");
+	evhttp_add_header(hdrs, "X-Accel-Buffering", "no");
+	evhttp_send_reply_start(req->evreq, status, NULL);
+	/* evhttp re-enables reading while it writes (to see a close) with the request timeout as
+	 * read timeout, which would cut an idle stream: no read timeout, and a small read limit
+	 * so a client sending while it streams cannot grow the input buffer. */
+	bev = evhttp_connection_get_bufferevent(req->evcon);
+	if (bev != NULL) {
+		struct timeval wtv = { s->limits.request_timeout_s, 0 };
+
+		bufferevent_set_timeouts(bev, NULL, &wtv);
+		bufferevent_setwatermark(bev, EV_READ, 0, 4096);
+		/* libevent writes at most 16 KiB per connection and loop turn by default: a
+		 * stream fed faster than that would pile up even for a client reading at once. */
+		bufferevent_set_max_single_write(bev, DL_HTTP_STREAM_MAX_WRITE);
+	}
+	stream_link(s, s->draining ? &s->drain_notify : &s->streams, st);
+	if (s->draining)
+		event_active(s->tick, EV_TIMEOUT, 1);
+	*ret = st;
+	return 0;
+}
+
+int dl_http_stream_write(dl_http_stream *st, const void *data, size_t len)
+{
+	dl_http_req *req = st->req;
+	struct evbuffer *buf;
+
+	if (req->closed)
+		return -EPIPE;
+	if (len == 0)
+		return 0;
+	buf = evbuffer_new();
+	if (buf == NULL || evbuffer_add(buf, data, len) != 0) {
+		if (buf != NULL)
+			evbuffer_free(buf);
+		return -ENOMEM;
+	}
+	evhttp_send_reply_chunk(req->evreq, buf);
+	evbuffer_free(buf);
+	return 0;
+}
+
+size_t dl_http_stream_queued(const dl_http_stream *st)
+{
+	struct bufferevent *bev;
+
+	if (st->req->closed || st->req->evcon == NULL)
+		return 0;
+	bev = evhttp_connection_get_bufferevent(st->req->evcon);
+	return bev != NULL ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+bool dl_http_stream_closed(const dl_http_stream *st)
+{
+	return st->req->closed;
+}
+
+const dl_http_req *dl_http_stream_req(const dl_http_stream *st)
+{
+	return st->req;
+}
+
+void dl_http_stream_end(dl_http_stream *st)
+{
+	dl_http_req *req;
+	dl_http_server *s;
+
+	if (st == NULL)
+		return;
+	req = st->req;
+	s = req->s;
+	if (!req->closed) {
+		struct bufferevent *bev = evhttp_connection_get_bufferevent(req->evcon);
+
+		stream_unlink(s, st);
+		req_unlink(req);
+		if (req->watch != NULL) {
+			event_free(req->watch);
+			req->watch = NULL;
+		}
+		if (bev != NULL) {
+			struct timeval tv = { s->limits.request_timeout_s, 0 };
+
+			/* Back to the connection's ordinary limits for a next request. */
+			bufferevent_setwatermark(bev, EV_READ, 0, 0);
+			bufferevent_set_timeouts(bev, &tv, &tv);
+		}
+		/* Unlinked first: if evhttp closes the connection from inside, the close
+		 * callback must not find this request. */
+		evhttp_send_reply_end(req->evreq);
+		if (s->obs != NULL && !s->freeing)
+			s->obs(req->route_name, req->method, st->status, elapsed_s(&req->start),
+			       req->id, s->obs_opaque);
+	}
+	req->stream = NULL;
+	req_free(req);
+	free(st);
 }

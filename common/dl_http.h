@@ -90,10 +90,13 @@ int dl_http_server_set_cors(dl_http_server *s, const char *const *origins, size_
 void dl_http_server_set_observer(dl_http_server *s, dl_http_observer_fn fn, void *opaque);
 
 /* Starts draining: closes the listening sockets, keeps serving requests already accepted and
- * answers each later one with "Connection: close". Idempotent. */
+ * answers each later one with "Connection: close". Every open stream (and every stream started
+ * later) is told DL_HTTP_STREAM_DRAINING on a following loop turn, so its owner can end it and
+ * the drain, which waits for dl_http_server_inflight() to reach 0, completes. Idempotent. */
 void dl_http_server_stop_accepting(dl_http_server *s);
 
-/* Requests dispatched to a handler and not replied to yet (clients gone excluded). */
+/* Requests dispatched to a handler and not replied to yet, open streams included (clients
+ * gone excluded). */
 size_t dl_http_server_inflight(const dl_http_server *s);
 
 /* Client connections currently open (served plus those being refused with 503). */
@@ -153,5 +156,62 @@ int dl_http_reply_error(dl_http_req *req, int status, const char *code, const ch
 int dl_http_reply_error_details(dl_http_req *req, int status, const char *code,
 				const cJSON *details, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
+
+/* ---- streamed responses (Server-Sent Events and the like) ----
+ *
+ * A handler may answer with a stream instead of a reply: the status and headers are sent at
+ * once, then the body as it is written, chunked (HTTP/1.1; an HTTP/1.0 client gets the body
+ * until the connection closes, a HEAD request the headers only). While a stream is open its
+ * connection has no read timeout (the client sends nothing); the write timeout stays
+ * request_timeout_s, and what the client does not read piles up in the connection's output
+ * buffer, which dl_http_stream_queued() reports so the owner can drop a slow client. */
+typedef struct dl_http_stream dl_http_stream;
+
+/* What a stream's owner is told (dl_http_stream_fn's event). */
+enum dl_http_stream_event {
+	/* The client went away (closed, reset, or a write failed or timed out). The stream is
+	 * closed: writes return -EPIPE. The owner must still call dl_http_stream_end(), and may
+	 * do so from inside this callback. */
+	DL_HTTP_STREAM_CLIENT_GONE = 1,
+	/* The server is draining (dl_http_server_stop_accepting): end the stream soon. */
+	DL_HTTP_STREAM_DRAINING = 2,
+};
+
+/* Called on the loop thread with one of enum dl_http_stream_event. It may call
+ * dl_http_stream_end(st) for this stream, and must not free or end other streams. */
+typedef void (*dl_http_stream_fn)(dl_http_stream *st, int event, void *opaque);
+
+/* Answers req with a stream: sends status (200-599, not 204/304) and the headers (those set
+ * with dl_http_req_set_header, the security headers with Cache-Control: no-cache instead of
+ * no-store, X-Accel-Buffering: no so proxies do not buffer, X-Request-Id, CORS, and
+ * Content-Type: content_type, NULL = "text/event-stream"). Consumes req in every case.
+ * Returns 0 and *ret: the owner writes with dl_http_stream_write and must end it once with
+ * dl_http_stream_end. Fails with -EPIPE (the client had gone; req freed), -EINVAL (bad status
+ * or content type, or on_event NULL; a 500 error is sent instead) or -ENOMEM (a bodiless 500
+ * is sent); *ret untouched then. Loop thread. */
+int dl_http_stream_start(dl_http_req *req, int status, const char *content_type,
+			 dl_http_stream_fn on_event, void *opaque, dl_http_stream **ret);
+
+/* Appends len bytes (copied) to the body. Returns 0, -EPIPE when the stream is closed (client
+ * gone), -ENOMEM. Never blocks: what the socket does not take waits in the output buffer. */
+int dl_http_stream_write(dl_http_stream *st, const void *data, size_t len);
+
+/* Bytes written and not yet taken by the socket (0 once closed). */
+size_t dl_http_stream_queued(const dl_http_stream *st);
+
+/* True once the client went away (see DL_HTTP_STREAM_CLIENT_GONE). */
+bool dl_http_stream_closed(const dl_http_stream *st);
+
+/* The request the stream answers, for its headers, query, peer and id (dl_http_req_*
+ * accessors only; valid until dl_http_stream_end). */
+const dl_http_req *dl_http_stream_req(const dl_http_stream *st);
+
+/* Ends the body (the last chunk) and frees the stream; the connection closes or serves the next
+ * request once the output is flushed. The observer is called with the stream's status, also
+ * when the client had gone (it saw the status). A closed stream is only freed. Accepts NULL. */
+void dl_http_stream_end(dl_http_stream *st);
+
+/* Streams open (started, not ended; closed ones the owner has not ended included). */
+size_t dl_http_server_streams(const dl_http_server *s);
 
 #endif /* DL_COMMON_HTTP_H */

@@ -34,6 +34,13 @@ struct ingest_config {
 	int64_t db_threads;
 	int64_t db_queue;
 	int64_t db_statement_timeout_ms;
+	/* GET /v1/stream/anomalies (ingest_sse) */
+	int64_t sse_max_streams;         /* open streams per process; more get 503 */
+	int64_t sse_max_streams_per_org; /* open streams per org; more get 429 */
+	int64_t sse_heartbeat_ms;        /* a comment line after this much silence */
+	int64_t sse_buffer_bytes;        /* bytes waiting for one client before it is dropped */
+	int64_t sse_replay_max;          /* frames replayed per connection (then it reconnects) */
+	int64_t sse_recent;              /* recent anomalies kept in memory for the replay seam */
 };
 
 #endif /* DL_INGEST_CONFIG_H */

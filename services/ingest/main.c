@@ -24,6 +24,7 @@
 #include "services/ingest/ingest_events.h"
 #include "services/ingest/ingest_ratelimit.h"
 #include "services/ingest/ingest_read.h"
+#include "services/ingest/ingest_sse.h"
 
 #define INGEST_DRAIN_POLL_MS 50
 
@@ -92,6 +93,24 @@ static const dl_config_param ingest_params[] = {
 	{ "DRIFTLOCK_INGEST_DB_STATEMENT_TIMEOUT", DL_CONFIG_DURATION_MS,
 	  offsetof(ingest_config, db_statement_timeout_ms), "5s", 100, 600000, NULL,
 	  "Longest a read API query may run." },
+	{ "DRIFTLOCK_INGEST_SSE_MAX_STREAMS", DL_CONFIG_INT,
+	  offsetof(ingest_config, sse_max_streams), "1000", 1, 100000, NULL,
+	  "Open GET /v1/stream/anomalies streams per process; more are refused with 503." },
+	{ "DRIFTLOCK_INGEST_SSE_MAX_STREAMS_PER_ORG", DL_CONFIG_INT,
+	  offsetof(ingest_config, sse_max_streams_per_org), "20", 1, 100000, NULL,
+	  "Open anomaly streams per org and process; more are refused with 429." },
+	{ "DRIFTLOCK_INGEST_SSE_HEARTBEAT", DL_CONFIG_DURATION_MS,
+	  offsetof(ingest_config, sse_heartbeat_ms), "15s", 100, 300000, NULL,
+	  "A heartbeat comment is sent on an anomaly stream after this much silence." },
+	{ "DRIFTLOCK_INGEST_SSE_BUFFER", DL_CONFIG_BYTES, offsetof(ingest_config, sse_buffer_bytes),
+	  "1MiB", 64 * 1024, 256.0 * 1024 * 1024, NULL,
+	  "Bytes waiting for one stream client; a client further behind is disconnected." },
+	{ "DRIFTLOCK_INGEST_SSE_REPLAY_MAX", DL_CONFIG_INT, offsetof(ingest_config, sse_replay_max),
+	  "1000", 1, 10000, NULL,
+	  "Anomalies replayed per connection after Last-Event-ID; the rest on the next reconnect." },
+	{ "DRIFTLOCK_INGEST_SSE_RECENT", DL_CONFIG_INT, offsetof(ingest_config, sse_recent), "4096",
+	  16, 1000000, NULL,
+	  "Recent anomalies kept in memory to replay those metering has not stored yet." },
 };
 
 typedef struct ingest_state {
@@ -161,6 +180,7 @@ static void ingest_drain(dl_service *svc, void *opaque)
 
 	(void)svc;
 	dl_http_server_stop_accepting(st->ctx.http);
+	ingest_sse_drain(st->ctx.sse); /* open streams would hold the drain forever */
 	event_add(st->drain_timer, &tv);
 }
 
@@ -247,17 +267,20 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 	r = ingest_read_register(&st->ctx, errbuf, errlen);
 	if (r < 0)
 		goto out_free_events;
+	r = ingest_sse_new(&st->ctx, errbuf, errlen, &st->ctx.sse);
+	if (r < 0)
+		goto out_free_events;
 	r = dl_http_server_listen(st->ctx.http, cfg->http_addr, (int)cfg->http_port, &bound);
 	if (r < 0) {
 		snprintf(errbuf, errlen, "public API cannot listen on %s:%lld", cfg->http_addr,
 			 (long long)cfg->http_port);
-		goto out_free_events;
+		goto out_free_sse;
 	}
 	st->drain_timer = event_new(st->ctx.base, -1, EV_PERSIST, ingest_drain_poll_cb, st);
 	if (!st->drain_timer) {
 		snprintf(errbuf, errlen, "out of memory");
 		r = -ENOMEM;
-		goto out_free_events;
+		goto out_free_sse;
 	}
 	dl_service_on_drain(svc, ingest_drain, st);
 	snprintf(port, sizeof(port), "%d", bound);
@@ -265,6 +288,8 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 	*ret_state = st;
 	return 0;
 
+out_free_sse:
+	ingest_sse_free(st->ctx.sse);
 out_free_events:
 	ingest_events_free(st->events);
 out_free_rl:
@@ -288,6 +313,7 @@ static void ingest_teardown(void *opaque)
 		return;
 	if (st->drain_timer)
 		event_free(st->drain_timer);
+	ingest_sse_free(st->ctx.sse);
 	dl_http_server_free(st->ctx.http);
 	ingest_events_free(st->events);
 	ingest_ratelimit_free(st->ctx.rl);

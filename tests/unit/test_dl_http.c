@@ -50,6 +50,14 @@ struct fx {
 	int late_rc;
 	size_t inflight_seen;
 	bool stop_in_handler;
+	/* stream handler state (loop thread only) */
+	dl_http_stream *st;
+	struct event *st_timer;
+	int st_mode;
+	int st_ticks;
+	int st_gone, st_drain;
+	size_t st_queued;
+	size_t st_streams_seen;
 	/* observer records (loop thread writes, read after join) */
 	struct obs_rec obs[MAX_OBS];
 	int nobs;
@@ -203,6 +211,83 @@ static void h_async(dl_http_req *req, void *opaque)
 	evtimer_add(fx->late, &tv);
 }
 
+enum { ST_TICKS = 1, ST_IDLE, ST_HOLD, ST_FLOOD };
+
+static void on_stream_event(dl_http_stream *st, int event, void *opaque)
+{
+	struct fx *fx = opaque;
+
+	ck_assert_ptr_eq(st, fx->st);
+	if (event == DL_HTTP_STREAM_CLIENT_GONE) {
+		fx->st_gone++;
+		ck_assert(dl_http_stream_closed(st));
+		ck_assert_int_eq(dl_http_stream_write(st, "x", 1), -EPIPE);
+		ck_assert_uint_eq(dl_http_stream_queued(st), 0);
+	} else {
+		ck_assert_int_eq(event, DL_HTTP_STREAM_DRAINING);
+		fx->st_drain++;
+		ck_assert_int_eq(dl_http_stream_write(st, "data: bye\n\n", 11), 0);
+	}
+	evtimer_del(fx->st_timer);
+	dl_http_stream_end(st); /* allowed from inside the callback */
+	fx->st = NULL;
+}
+
+static void on_stream_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct fx *fx = arg;
+	char line[32];
+	struct timeval tv = { 0, 50 * 1000 };
+
+	(void)fd;
+	(void)what;
+	switch (fx->st_mode) {
+	case ST_TICKS:
+	case ST_IDLE:
+		snprintf(line, sizeof(line), "data: %d\n\n", ++fx->st_ticks);
+		ck_assert_int_eq(dl_http_stream_write(fx->st, line, strlen(line)), 0);
+		if (fx->st_ticks < 3) {
+			evtimer_add(fx->st_timer, &tv);
+			return;
+		}
+		break;
+	case ST_FLOOD:
+		/* The client reads nothing: what was written is still queued. */
+		fx->st_queued = dl_http_stream_queued(fx->st);
+		break;
+	default:
+		return;
+	}
+	fx->st_streams_seen = dl_http_server_streams(fx->s);
+	dl_http_stream_end(fx->st);
+	fx->st = NULL;
+}
+
+static void h_stream(dl_http_req *req, void *opaque)
+{
+	struct fx *fx = opaque;
+	const char *mode = dl_http_req_query(req, "mode");
+	struct timeval tv = { 0, 50 * 1000 };
+
+	ck_assert_ptr_null(fx->st);
+	fx->st_mode = mode != NULL ? atoi(mode) : ST_TICKS;
+	ck_assert_int_eq(dl_http_req_set_header(req, "X-Extra", "yes"), 0);
+	ck_assert_int_eq(dl_http_stream_start(req, 200, NULL, on_stream_event, fx, &fx->st), 0);
+	ck_assert_int_eq(dl_http_stream_write(fx->st, ": hello\n\n", 9), 0);
+	if (fx->st_mode == ST_IDLE)
+		tv.tv_sec = 2; /* longer than the 1 s request timeout */
+	if (fx->st_mode == ST_FLOOD) {
+		static char mib[1 << 20];
+
+		memset(mib, 'x', sizeof(mib));
+		for (int i = 0; i < 32; i++)
+			ck_assert_int_eq(dl_http_stream_write(fx->st, mib, sizeof(mib)), 0);
+		tv.tv_usec = 300 * 1000;
+	}
+	if (fx->st_mode != ST_HOLD)
+		evtimer_add(fx->st_timer, &tv);
+}
+
 static void fx_init(struct fx *fx, const dl_http_limits *lim)
 {
 	char err[256] = "";
@@ -224,6 +309,8 @@ static void fx_init(struct fx *fx, const dl_http_limits *lim)
 	ck_assert_int_eq(dl_http_route(fx->s, "GET", "/v1/async", h_async, fx, "async"), 0);
 	ck_assert_int_eq(dl_http_route(fx->s, "GET", "/stats", h_stats, fx, "stats"), 0);
 	ck_assert_int_eq(dl_http_route(fx->s, "GET", "/metrics", h_metrics, fx, NULL), 0);
+	ck_assert_int_eq(dl_http_route(fx->s, "GET", "/v1/stream", h_stream, fx, "stream"), 0);
+	fx->st_timer = evtimer_new(fx->base, on_stream_timer, fx);
 	dl_http_server_set_observer(fx->s, observer, fx);
 	fx->late = evtimer_new(fx->base, on_late, fx);
 	fx->poll = event_new(fx->base, -1, EV_PERSIST, on_poll, fx);
@@ -242,6 +329,7 @@ static void fx_fini(struct fx *fx)
 {
 	dl_http_server_free(fx->s);
 	event_free(fx->late);
+	event_free(fx->st_timer);
 	event_free(fx->poll);
 	event_base_free(fx->base);
 }
@@ -1191,6 +1279,187 @@ START_TEST(test_api_errors)
 }
 END_TEST
 
+/* ---- streams ---- */
+
+static void c_stream(struct fx *fx)
+{
+	struct resp r;
+	char buf[128];
+
+	http_do(fx, "GET", "/v1/stream", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.rc, CURLE_OK);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, ": hello\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n");
+	ck_assert_str_eq(hdr(&r, "Content-Type", buf, sizeof(buf)), "text/event-stream");
+	ck_assert_str_eq(hdr(&r, "Cache-Control", buf, sizeof(buf)), "no-cache");
+	ck_assert_str_eq(hdr(&r, "X-Accel-Buffering", buf, sizeof(buf)), "no");
+	ck_assert_str_eq(hdr(&r, "Transfer-Encoding", buf, sizeof(buf)), "chunked");
+	ck_assert_str_eq(hdr(&r, "X-Extra", buf, sizeof(buf)), "yes");
+	ck_assert_str_eq(hdr(&r, "X-Content-Type-Options", buf, sizeof(buf)), "nosniff");
+	ck_assert_ptr_nonnull(hdr(&r, "X-Request-Id", buf, sizeof(buf)));
+	ck_assert_ptr_null(hdr(&r, "Content-Length", buf, sizeof(buf)));
+	resp_free(&r);
+	/* HEAD: the headers only, and the stream ends at once for the client. */
+	http_do(fx, "HEAD", "/v1/stream", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.rc, CURLE_OK);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(hdr(&r, "Content-Type", buf, sizeof(buf)), "text/event-stream");
+	ck_assert_ptr_null(r.body);
+	resp_free(&r);
+}
+
+START_TEST(test_stream_chunks_and_headers)
+{
+	struct fx fx;
+
+	fx_init(&fx, NULL);
+	fx_run(&fx, c_stream);
+	ck_assert_uint_eq(fx.st_streams_seen, 1);
+	ck_assert_ptr_null(fx.st);
+	ck_assert_uint_eq(dl_http_server_streams(fx.s), 0);
+	ck_assert_uint_eq(dl_http_server_inflight(fx.s), 0);
+	ck_assert_int_eq(fx.nobs, 2);
+	ck_assert_str_eq(fx.obs[0].route, "stream");
+	ck_assert_str_eq(fx.obs[0].method, "GET");
+	ck_assert_int_eq(fx.obs[0].status, 200);
+	ck_assert_str_eq(fx.obs[1].method, "HEAD");
+	ck_assert_int_eq(fx.obs[1].status, 200);
+	fx_fini(&fx);
+}
+END_TEST
+
+static void c_stream_gone(struct fx *fx)
+{
+	struct resp r;
+
+	/* The client reads the start of a stream that never ends, then gives up. */
+	http_do_ex(fx, "GET", "/v1/stream?mode=3", NULL, NULL, 0, BODY_FIXED, 300, &r);
+	ck_assert_int_eq(r.rc, CURLE_OPERATION_TIMEDOUT);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, ": hello\n\n");
+	resp_free(&r);
+	usleep(300 * 1000);
+}
+
+START_TEST(test_stream_client_gone)
+{
+	struct fx fx;
+
+	fx_init(&fx, NULL);
+	fx_run(&fx, c_stream_gone);
+	ck_assert_int_eq(fx.st_gone, 1);
+	ck_assert_ptr_null(fx.st);
+	ck_assert_uint_eq(dl_http_server_streams(fx.s), 0);
+	ck_assert_uint_eq(dl_http_server_inflight(fx.s), 0);
+	ck_assert_uint_eq(dl_http_server_connections(fx.s), 0);
+	ck_assert_int_eq(fx.nobs, 1);
+	ck_assert_int_eq(fx.obs[0].status, 200);
+	fx_fini(&fx);
+}
+END_TEST
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+	struct fx *fx = arg;
+
+	(void)fd;
+	(void)what;
+	ck_assert_ptr_nonnull(fx->st);
+	dl_http_server_stop_accepting(fx->s);
+	/* Told on a later turn, not from inside stop_accepting. */
+	ck_assert_int_eq(fx->st_drain, 0);
+}
+
+static void c_stream_drain(struct fx *fx)
+{
+	struct resp r;
+	char buf[64];
+
+	http_do_ex(fx, "GET", "/v1/stream?mode=3", NULL, NULL, 0, BODY_FIXED, 5000, &r);
+	ck_assert_int_eq(r.rc, CURLE_OK); /* ended cleanly, well before the client's timeout */
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.body, ": hello\n\ndata: bye\n\n");
+	ck_assert_str_eq(hdr(&r, "Content-Type", buf, sizeof(buf)), "text/event-stream");
+	resp_free(&r);
+}
+
+START_TEST(test_stream_told_of_drain)
+{
+	struct fx fx;
+	struct event *stop;
+	struct timeval tv = { 0, 10 * 1000 };
+
+	fx_init(&fx, NULL);
+	stop = evtimer_new(fx.base, on_stop, &fx);
+	/* Run the loop until the stream started, then drain 10 ms later. */
+	fx.client = c_stream_drain;
+	ck_assert_int_eq(pthread_create(&fx.thread, NULL, client_main, &fx), 0);
+	while (fx.st == NULL && !atomic_load(&fx.done))
+		event_base_loop(fx.base, EVLOOP_ONCE);
+	evtimer_add(stop, &tv);
+	event_base_dispatch(fx.base);
+	pthread_join(fx.thread, NULL);
+	ck_assert_int_eq(fx.st_drain, 1);
+	ck_assert_int_eq(fx.st_gone, 0);
+	ck_assert_uint_eq(dl_http_server_inflight(fx.s), 0);
+	event_free(stop);
+	fx_fini(&fx);
+}
+END_TEST
+
+static void c_stream_idle(struct fx *fx)
+{
+	struct resp r;
+
+	http_do(fx, "GET", "/v1/stream?mode=2", NULL, NULL, 0, &r);
+	ck_assert_int_eq(r.rc, CURLE_OK);
+	ck_assert_str_eq(r.body, ": hello\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n");
+	resp_free(&r);
+}
+
+START_TEST(test_stream_outlives_request_timeout)
+{
+	dl_http_limits lim = { .request_timeout_s = 1 };
+	struct fx fx;
+
+	fx_init(&fx, &lim);
+	fx_run(&fx, c_stream_idle);
+	ck_assert_int_eq(fx.st_gone, 0);
+	fx_fini(&fx);
+}
+END_TEST
+
+static void c_stream_flood(struct fx *fx)
+{
+	int fd = raw_connect(fx->port);
+	static const char get[] = "GET /v1/stream?mode=4 HTTP/1.1\r\nHost: x\r\n\r\n";
+	char buf[256];
+	ssize_t n;
+
+	ck_assert_int_eq(write(fd, get, sizeof(get) - 1), (ssize_t)sizeof(get) - 1);
+	n = read(fd, buf, sizeof(buf) - 1); /* the status line, then stop reading */
+	ck_assert_int_gt(n, 12);
+	buf[n] = '\0';
+	ck_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+	usleep(600 * 1000);
+	close(fd);
+	usleep(200 * 1000);
+}
+
+START_TEST(test_stream_queued_bytes)
+{
+	struct fx fx;
+
+	fx_init(&fx, NULL);
+	fx_run(&fx, c_stream_flood);
+	/* 32 MiB written; loopback socket buffers take a few MiB at most. */
+	ck_assert_uint_gt(fx.st_queued, (size_t)16 << 20);
+	ck_assert_uint_le(fx.st_queued, ((size_t)32 << 20) + 4096);
+	ck_assert_uint_eq(dl_http_server_inflight(fx.s), 0);
+	fx_fini(&fx);
+}
+END_TEST
+
 static Suite *dl_http_suite(void)
 {
 	Suite *s = suite_create("dl_http");
@@ -1213,6 +1482,11 @@ static Suite *dl_http_suite(void)
 	tcase_add_test(tc, test_connection_cap);
 	tcase_add_test(tc, test_drain_keeps_inflight);
 	tcase_add_test(tc, test_keepalive_connection_reuse);
+	tcase_add_test(tc, test_stream_chunks_and_headers);
+	tcase_add_test(tc, test_stream_client_gone);
+	tcase_add_test(tc, test_stream_told_of_drain);
+	tcase_add_test(tc, test_stream_outlives_request_timeout);
+	tcase_add_test(tc, test_stream_queued_bytes);
 	suite_add_tcase(s, tc);
 	return s;
 }
