@@ -1038,6 +1038,21 @@ out_free_copy:
 }
 
 /* Fills req->params from the matched route; false when a value does not decode cleanly. */
+size_t dl_http_server_nroutes(const dl_http_server *s)
+{
+	return s->nroutes;
+}
+
+int dl_http_server_route(const dl_http_server *s, size_t i, const char **ret_method,
+			 const char **ret_pattern)
+{
+	if (i >= s->nroutes)
+		return -ENOENT;
+	*ret_method = s->routes[i].method;
+	*ret_pattern = s->routes[i].pattern;
+	return 0;
+}
+
 static bool extract_params(dl_http_req *req, const struct dl_http_route *r, char *const *segs)
 {
 	for (size_t i = 0; i < r->nsegs; i++) {

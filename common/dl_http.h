@@ -77,6 +77,12 @@ int dl_http_server_listen(dl_http_server *s, const char *addr, int port, int *re
 int dl_http_route(dl_http_server *s, const char *method, const char *pattern,
 		  dl_http_handler_fn fn, void *opaque, const char *route_name);
 
+/* The routes added so far, in order: dl_http_server_route() gives route i's method and
+ * pattern (owned by the server, valid until it is freed), or returns -ENOENT past the end. */
+size_t dl_http_server_nroutes(const dl_http_server *s);
+int dl_http_server_route(const dl_http_server *s, size_t i, const char **ret_method,
+			 const char **ret_pattern);
+
 /* Sets the CORS allow-list: exact origins such as "https://console.driftlock.dev" (compared
  * case-insensitively, copied). A request whose Origin is listed gets
  * Access-Control-Allow-Origin (and Vary: Origin); a preflight OPTIONS from a listed origin is

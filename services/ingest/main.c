@@ -285,6 +285,13 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 	dl_service_on_drain(svc, ingest_drain, st);
 	snprintf(port, sizeof(port), "%d", bound);
 	dl_log_info("public API listening", "addr", cfg->http_addr, "port", port);
+	/* One line per route: what operators (and the OpenAPI check) see this build serve. */
+	for (size_t i = 0; i < dl_http_server_nroutes(st->ctx.http); i++) {
+		const char *method, *pattern;
+
+		if (dl_http_server_route(st->ctx.http, i, &method, &pattern) == 0)
+			dl_log_info("public API route", "method", method, "pattern", pattern);
+	}
 	*ret_state = st;
 	return 0;
 

@@ -594,6 +594,16 @@ START_TEST(test_routing_and_params)
 	ck_assert_str_eq(fx.obs[2].route, "/metrics");
 	ck_assert_str_eq(fx.obs[3].route, "items.get");
 	ck_assert_int_eq(fx.obs[3].status, 400);
+	/* The route table as added, in order, and nothing past its end. */
+	{
+		const char *m = NULL, *p = NULL;
+
+		ck_assert_uint_eq(dl_http_server_nroutes(fx.s), 9);
+		ck_assert_int_eq(dl_http_server_route(fx.s, 1, &m, &p), 0);
+		ck_assert_str_eq(m, "POST");
+		ck_assert_str_eq(p, "/v1/items/{id}");
+		ck_assert_int_eq(dl_http_server_route(fx.s, 9, &m, &p), -ENOENT);
+	}
 	fx_fini(&fx);
 }
 END_TEST
