@@ -432,7 +432,7 @@ int dl_http_reply_text(dl_http_req *req, int status, const char *content_type, c
 		       size_t len)
 {
 	if (status < 100 || status > 599) {
-		char *body = error_body("internal", "invalid response status", req->id, NULL);
+		char *body = error_body("internal_error", "invalid response status", req->id, NULL);
 		int ret;
 
 		ret = req_send(req, 500, body ? "application/json" : NULL, body,
@@ -457,7 +457,7 @@ int dl_http_reply_json(dl_http_req *req, int status, const cJSON *body)
 	int ret;
 
 	if (body != NULL && text == NULL) {
-		ret = dl_http_reply_error(req, 500, "internal", "could not encode the response");
+		ret = dl_http_reply_error(req, 500, "internal_error", "could not encode the response");
 		return ret == -EPIPE ? ret : -ENOMEM;
 	}
 	ret = dl_http_reply_json_text(req, status, text, text ? strlen(text) : 0);
@@ -1559,7 +1559,7 @@ int dl_http_stream_start(dl_http_req *req, int status, const char *content_type,
 	}
 	if (status < 200 || status > 599 || status == 204 || status == 304 || on_event == NULL ||
 	    ret == NULL || (content_type != NULL && !is_header_value(content_type))) {
-		int rc = dl_http_reply_error(req, 500, "internal", "invalid stream response");
+		int rc = dl_http_reply_error(req, 500, "internal_error", "invalid stream response");
 
 		return rc == -EPIPE ? rc : -EINVAL;
 	}

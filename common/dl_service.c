@@ -155,7 +155,7 @@ static void service_handle_readyz(dl_http_req *req, void *opaque)
 
 	body = cJSON_CreateObject();
 	if (!body) {
-		dl_http_reply_error(req, 500, "internal", "out of memory");
+		dl_http_reply_error(req, 500, "internal_error", "out of memory");
 		return;
 	}
 	cJSON_AddStringToObject(body, "status",
@@ -176,7 +176,7 @@ static void service_handle_metrics(dl_http_req *req, void *opaque)
 
 	service_update_process_metrics(svc);
 	if (dl_metrics_render(svc->metrics, &text, &len) < 0) {
-		dl_http_reply_error(req, 500, "internal", "could not render metrics");
+		dl_http_reply_error(req, 500, "internal_error", "could not render metrics");
 		return;
 	}
 	dl_http_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);

@@ -229,7 +229,7 @@ static int inflate_gzip(const char *in, size_t len, size_t max, char **ret, size
 
 	memset(&zs, 0, sizeof(zs));
 	if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK)
-		return refuse(r, 500, "internal", -ENOMEM, "body: cannot start gzip decoding");
+		return refuse(r, 500, "internal_error", -ENOMEM, "body: cannot start gzip decoding");
 	for (;;) {
 		size_t in_chunk = len - off < UINT_MAX ? len - off : UINT_MAX;
 		size_t out_room;
@@ -240,7 +240,7 @@ static int inflate_gzip(const char *in, size_t len, size_t max, char **ret, size
 				goto out_end;
 			}
 			if (grow(&out, &size, cap) < 0) {
-				err = refuse(r, 500, "internal", -ENOMEM, "out of memory");
+				err = refuse(r, 500, "internal_error", -ENOMEM, "out of memory");
 				goto out_end;
 			}
 		}
@@ -264,7 +264,7 @@ static int inflate_gzip(const char *in, size_t len, size_t max, char **ret, size
 			continue;
 		}
 		if (zr == Z_MEM_ERROR) {
-			err = refuse(r, 500, "internal", -ENOMEM, "out of memory");
+			err = refuse(r, 500, "internal_error", -ENOMEM, "out of memory");
 			goto out_end;
 		}
 		if (zr != Z_OK && zr != Z_BUF_ERROR) {
@@ -286,7 +286,7 @@ static int inflate_gzip(const char *in, size_t len, size_t max, char **ret, size
 		char *nb = realloc(out, used + 1);
 
 		if (nb == NULL) {
-			err = refuse(r, 500, "internal", -ENOMEM, "out of memory");
+			err = refuse(r, 500, "internal_error", -ENOMEM, "out of memory");
 			goto out_end;
 		}
 		out = nb;
@@ -325,9 +325,9 @@ static int decompress_zstd(const char *in, size_t len, size_t max, char **ret, s
 	int err;
 
 	if (dctx == NULL)
-		return refuse(r, 500, "internal", -ENOMEM, "out of memory");
+		return refuse(r, 500, "internal_error", -ENOMEM, "out of memory");
 	if (ZSTD_isError(ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, zstd_window_log(max)))) {
-		err = refuse(r, 500, "internal", -ENOMEM, "body: cannot start zstd decoding");
+		err = refuse(r, 500, "internal_error", -ENOMEM, "body: cannot start zstd decoding");
 		goto out_free_dctx;
 	}
 	for (;;) {
@@ -337,7 +337,7 @@ static int decompress_zstd(const char *in, size_t len, size_t max, char **ret, s
 				goto out_free_out;
 			}
 			if (grow(&out, &size, cap) < 0) {
-				err = refuse(r, 500, "internal", -ENOMEM, "out of memory");
+				err = refuse(r, 500, "internal_error", -ENOMEM, "out of memory");
 				goto out_free_out;
 			}
 			zout.dst = out;
@@ -351,7 +351,7 @@ static int decompress_zstd(const char *in, size_t len, size_t max, char **ret, s
 					     "bytes (the body limit); compress with a lower level",
 					     max);
 			else if (ZSTD_getErrorCode(zr) == ZSTD_error_memory_allocation)
-				err = refuse(r, 500, "internal", -ENOMEM, "out of memory");
+				err = refuse(r, 500, "internal_error", -ENOMEM, "out of memory");
 			else
 				err = refuse(r, 400, "invalid_body", -EBADMSG,
 					     "body: corrupt zstd data (%s)", ZSTD_getErrorName(zr));
@@ -832,7 +832,7 @@ static int add_reject(struct parser *ps, size_t index, const char *code, const c
 		ingest_body_reject *nr = realloc(b->rejects, n * sizeof(*nr));
 
 		if (nr == NULL)
-			return refuse(ps->ref, 500, "internal", -ENOMEM, "out of memory");
+			return refuse(ps->ref, 500, "internal_error", -ENOMEM, "out of memory");
 		b->rejects = nr;
 		ps->cap_rejects = n;
 	}
@@ -986,7 +986,7 @@ static int take_event(struct parser *ps, size_t index, size_t start, size_t lim,
 	}
 	ev = new_event(ps);
 	if (ev == NULL)
-		return refuse(ps->ref, 500, "internal", -ENOMEM, "out of memory");
+		return refuse(ps->ref, 500, "internal_error", -ENOMEM, "out of memory");
 	if (read_members(ps, m, ev, &v) < 0)
 		return add_reject(ps, index, v.code, v.message);
 	ev->index = index;
@@ -1192,7 +1192,7 @@ int ingest_body_parse(const char *content_type, const char *content_encoding, co
 	else if (len > limits->max_body_bytes)
 		rc = too_large(&ref, limits->max_body_bytes);
 	else if ((b.decoded = malloc(len + 1)) == NULL)
-		rc = refuse(&ref, 500, "internal", -ENOMEM, "out of memory");
+		rc = refuse(&ref, 500, "internal_error", -ENOMEM, "out of memory");
 	else {
 		memcpy(b.decoded, body, len);
 		b.decoded_len = len;

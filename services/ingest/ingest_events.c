@@ -150,7 +150,7 @@ static void post_finish(ingest_post *p)
 		    add_rejections(body, &p->batch) < 0 ||
 		    !cJSON_AddStringToObject(body, "request_id", dl_http_req_id(p->req))) {
 			cJSON_Delete(body);
-			dl_http_reply_error(p->req, 500, "internal", "out of memory");
+			dl_http_reply_error(p->req, 500, "internal_error", "out of memory");
 		} else {
 			dl_http_reply_json(p->req, 202, body);
 			cJSON_Delete(body);
@@ -222,7 +222,7 @@ static void post_produce(dl_http_req *req, void *arg)
 	}
 	buf = malloc(cap);
 	if (!buf) {
-		dl_http_reply_error(p->req, 500, "internal", "out of memory");
+		dl_http_reply_error(p->req, 500, "internal_error", "out of memory");
 		post_free(p);
 		return;
 	}
@@ -278,7 +278,7 @@ static void post_authenticated(dl_http_req *req, const ingest_principal *who, vo
 
 	p = calloc(1, sizeof(*p));
 	if (!p) {
-		dl_http_reply_error(req, 500, "internal", "out of memory");
+		dl_http_reply_error(req, 500, "internal_error", "out of memory");
 		return;
 	}
 	p->ev = ev;

@@ -129,8 +129,33 @@ def check_response(doc, op, status, ctype, body, what):
             validate(doc, schema, json.loads(body), f"{what} ({status})")
 
 
+def inline_files(node, base, defs):
+    """Replaces each $ref to a file next to the document (schemas/x.json) by that file's
+    schema; its own "#/$defs/..." references are re-pointed at a copy of its $defs kept in
+    defs (added to the document's components), so every reference resolves in one document
+    whatever version of jsonschema runs this."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#") and "://" not in ref:
+            path = ref.split("#")[0]
+            key = "ext_" + os.path.basename(path).split(".")[0]
+            loaded = json.load(open(os.path.join(base, path)))
+            for k in ("$schema", "$id"):
+                loaded.pop(k, None)
+            loaded = json.loads(json.dumps(loaded).replace('"#/$defs/',
+                                                           f'"#/components/{key}/'))
+            defs[key] = loaded.pop("$defs", {})
+            return loaded
+        return {k: inline_files(v, base, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline_files(v, base, defs) for v in node]
+    return node
+
+
 def main():
-    doc = yaml.safe_load(open(f"{SRC}/proto/openapi.yaml"))
+    defs = {}
+    doc = inline_files(yaml.safe_load(open(f"{SRC}/proto/openapi.yaml")), f"{SRC}/proto", defs)
+    doc["components"].update(defs)
     for name in ["DRIFTLOCK_KAFKA_BROKERS", "DRIFTLOCK_REDIS_URL", "DRIFTLOCK_PG_DSN_INGEST",
                  "DRIFTLOCK_PG_DSN_ADMIN", "DRIFTLOCK_API_KEY_SECRET"]:
         need(name)
