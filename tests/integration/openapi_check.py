@@ -168,9 +168,11 @@ def main():
             VALUES (:'p0'::uuid, 'openapi.web', 'active', 10) ON CONFLICT DO NOTHING;
             INSERT INTO anomalies (org_id, id, stream, event_id, event_ts, detected_at, kind,
                 score, p_value, severity, explanation_summary, explanation_signal,
+                explanation_value, baseline_low, baseline_median, baseline_high,
                 detector_version, detector_sensitivity)
             VALUES (:'p0'::uuid, :'p1', 'openapi.web', 'ev-1', now(), now(), 'event', 3.5,
-                0.0001, 'high', 'a new error message', 'novelty', 'test', 0.5);""",
+                0.0001, 'high', 'a new error message', 'novelty', 412.5, 80, 120, 190,
+                'test', 0.5);""",
          org, anomaly_id)
 
     port, aport = free_port(), free_port()
