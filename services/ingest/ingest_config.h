@@ -14,6 +14,7 @@ struct ingest_config {
 	char *pg_dsn;
 	char *redis_url;
 	char *http_addr;
+	char *cors_origins; /* comma-separated exact origins; empty = CORS off */
 	int64_t http_port;
 	int64_t max_body;
 	int64_t max_header;

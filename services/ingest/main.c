@@ -38,6 +38,10 @@ static const dl_config_param ingest_params[] = {
 	  0, 0, NULL, "Address the public HTTP API listens on." },
 	{ "DRIFTLOCK_INGEST_PORT", DL_CONFIG_INT, offsetof(ingest_config, http_port), "8080", 0,
 	  65535, NULL, "Port of the public HTTP API (0 = any free port)." },
+	{ "DRIFTLOCK_INGEST_CORS_ORIGINS", DL_CONFIG_STRING, offsetof(ingest_config, cors_origins), "",
+	  0, 4096, NULL,
+	  "Browser origins allowed to call the API (comma-separated, exact, e.g. "
+	  "https://console.example.com); empty turns CORS off." },
 	{ "DRIFTLOCK_INGEST_MAX_BODY", DL_CONFIG_BYTES, offsetof(ingest_config, max_body), "8MiB",
 	  1024, 256.0 * 1024 * 1024, NULL, "Largest request body accepted, after transfer decoding." },
 	{ "DRIFTLOCK_INGEST_MAX_HEADER", DL_CONFIG_BYTES, offsetof(ingest_config, max_header),
@@ -201,6 +205,35 @@ static int ingest_metrics_new(ingest_state *st)
 	return st->m_requests && st->m_seconds && st->m_db_pending ? 0 : -ENOMEM;
 }
 
+/* Splits the comma-separated allow-list into dl_http's CORS origins. */
+static int ingest_set_cors(dl_http_server *http, const char *list, char *errbuf, size_t errlen)
+{
+	const char *origins[64];
+	char *copy, *save = NULL, *tok;
+	size_t n = 0;
+	int r;
+
+	if (!list || !*list)
+		return 0;
+	copy = strdup(list);
+	if (!copy)
+		return -ENOMEM;
+	for (tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		if (n == sizeof(origins) / sizeof(origins[0])) {
+			snprintf(errbuf, errlen, "DRIFTLOCK_INGEST_CORS_ORIGINS: more than %zu origins",
+				 n);
+			free(copy);
+			return -EINVAL;
+		}
+		origins[n++] = tok;
+	}
+	r = dl_http_server_set_cors(http, origins, n, NULL);
+	if (r < 0)
+		snprintf(errbuf, errlen, "DRIFTLOCK_INGEST_CORS_ORIGINS: invalid origin list");
+	free(copy);
+	return r;
+}
+
 static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_state,
 			char *errbuf, size_t errlen)
 {
@@ -234,6 +267,9 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 	if (r < 0)
 		goto out_free_state;
 	dl_http_server_set_observer(st->ctx.http, ingest_observe, st);
+	r = ingest_set_cors(st->ctx.http, cfg->cors_origins, errbuf, errlen);
+	if (r < 0)
+		goto out_free_http;
 	pgo.statement_timeout_ms = (int)cfg->db_statement_timeout_ms;
 	pgo.application_name = "driftlock-ingest";
 	r = ingest_db_new(st->ctx.base, cfg->pg_dsn, &pgo, (int)cfg->db_threads,

@@ -180,6 +180,7 @@ START_TEST(test_events_limits_and_errors)
 	const char *const extra[] = { "DRIFTLOCK_INGEST_MAX_BODY=64KiB",
 				      "DRIFTLOCK_INGEST_MAX_EVENT=1KiB",
 				      "DRIFTLOCK_INGEST_MAX_EVENTS=5", "DRIFTLOCK_INGEST_MAX_DEPTH=4",
+				      "DRIFTLOCK_INGEST_CORS_ORIGINS=https://console.example.com",
 				      NULL };
 	char org[37], key[256], resp[RESP_CAP], hdrs[8192], code[64], *big;
 	unsigned char *zbuf;
@@ -263,6 +264,26 @@ START_TEST(test_events_limits_and_errors)
 	st = post(p.public_port, "/v1/events", "application/json", "br", one, strlen(one), resp,
 		  NULL);
 	ck_assert_int_eq(st, 415);
+
+	/* CORS: the allow-listed origin is answered with its header, another one is not; the
+	 * security headers and request id are on every answer. */
+	{
+		char ohdr[] = "Origin: https://console.example.com", val[256];
+		const char *h[] = { auth_hdr, "Content-Type: application/json", ohdr, NULL };
+
+		st = dl_itest_http(p.public_port, "POST", "/v1/events", h, one, strlen(one), resp,
+				   RESP_CAP, hdrs, sizeof(hdrs));
+		ck_assert_int_eq(st, 202);
+		ck_assert(dl_itest_header(hdrs, "Access-Control-Allow-Origin", val, sizeof(val)));
+		ck_assert_str_eq(val, "https://console.example.com");
+		ck_assert(dl_itest_header(hdrs, "X-Content-Type-Options", val, sizeof(val)));
+		ck_assert(dl_itest_header(hdrs, "X-Request-Id", val, sizeof(val)));
+		memcpy(ohdr + 8, "https://evil.example.co", 23);
+		st = dl_itest_http(p.public_port, "POST", "/v1/events", h, one, strlen(one), resp,
+				   RESP_CAP, hdrs, sizeof(hdrs));
+		ck_assert_int_eq(st, 202);
+		ck_assert(!dl_itest_header(hdrs, "Access-Control-Allow-Origin", val, sizeof(val)));
+	}
 
 	free(zbuf);
 	free(big);
