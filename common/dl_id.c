@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
@@ -46,6 +47,31 @@ static int dl_id_hexval(char c)
 	return -1;
 }
 
+/* Random bytes for ids, drawn from OpenSSL's generator 4 KiB at a time per thread: RAND_bytes
+ * takes the DRBG's lock on every call, which cost more than the rest of an id. A child
+ * process never reuses its parent's bytes (the pool is dropped when the pid changes). */
+#define DL_ID_POOL 4096
+static __thread unsigned char dl_id_pool[DL_ID_POOL];
+static __thread size_t dl_id_pool_left;
+static __thread pid_t dl_id_pool_pid;
+
+static int dl_id_random(unsigned char *out, size_t n)
+{
+	pid_t pid = getpid();
+
+	if (dl_id_pool_left < n || dl_id_pool_pid != pid) {
+		if (RAND_bytes(dl_id_pool, DL_ID_POOL) != 1)
+			return -EIO;
+		dl_id_pool_left = DL_ID_POOL;
+		dl_id_pool_pid = pid;
+	}
+	memcpy(out, dl_id_pool + DL_ID_POOL - dl_id_pool_left, n);
+	/* Used bytes are wiped so a memory dump does not show ids still to come. */
+	memset(dl_id_pool + DL_ID_POOL - dl_id_pool_left, 0, n);
+	dl_id_pool_left -= n;
+	return 0;
+}
+
 int dl_id_new(char out[DL_ID_UUID_LEN + 1])
 {
 	unsigned char rnd[10];
@@ -54,7 +80,7 @@ int dl_id_new(char out[DL_ID_UUID_LEN + 1])
 	int64_t now_ms, ms;
 	unsigned seq;
 
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+	if (dl_id_random(rnd, sizeof(rnd)) < 0)
 		return -EIO;
 	clock_gettime(CLOCK_REALTIME, &now);
 	now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,8 @@ struct ingest_events {
 	dl_metric *m_queue;       /* ingest_producer_queue_depth */
 	dl_metric *m_ack_seconds; /* ingest_kafka_ack_seconds */
 	ingest_body_metrics body_metrics;
+	char *envbuf; /* one envelope at a time (produce copies it), reused across requests */
+	size_t envcap;
 };
 
 typedef struct ingest_post {
@@ -66,6 +69,22 @@ static void post_free(ingest_post *p)
 	free(p);
 }
 
+/* RFC 3339 text of ms, remembering the last one per slot: the receive time is the same for
+ * every event of a request and event times repeat, while formatting is a printf each. */
+static int format_ms(int slot, int64_t ms, char out[40])
+{
+	static __thread int64_t last_ms[2] = { INT64_MIN, INT64_MIN };
+	static __thread char last[2][40];
+
+	if (ms != last_ms[slot]) {
+		if (dl_time_format_rfc3339(ms, last[slot], sizeof(last[slot]), NULL, 0) < 0)
+			return -EINVAL;
+		last_ms[slot] = ms;
+	}
+	memcpy(out, last[slot], sizeof(last[slot]));
+	return 0;
+}
+
 size_t ingest_events_envelope(char *buf, size_t cap, const char *id, const char *org_id,
 			      const char *stream, int64_t ts_ms, int64_t received_ms,
 			      const char *payload, size_t payload_len)
@@ -73,8 +92,7 @@ size_t ingest_events_envelope(char *buf, size_t cap, const char *id, const char 
 	char ts[40], rx[40];
 	int n;
 
-	if (dl_time_format_rfc3339(ts_ms, ts, sizeof(ts), NULL, 0) < 0 ||
-	    dl_time_format_rfc3339(received_ms, rx, sizeof(rx), NULL, 0) < 0)
+	if (format_ms(0, ts_ms, ts) < 0 || format_ms(1, received_ms, rx) < 0)
 		return 0;
 	n = snprintf(buf, cap,
 		     "{\"schema\":\"" PROTO_EVENT_SCHEMA "\",\"id\":\"%s\",\"org_id\":\"%s\","
@@ -141,6 +159,16 @@ static void post_finish(ingest_post *p)
 				    "Kafka did not acknowledge %zu of the %zu events (%s); retry the "
 				    "request (events that carry an id are not duplicated by a retry)",
 				    p->failed, p->batch.nevents, p->fail_reason);
+	} else if (p->batch.nrejects == 0) {
+		/* The common answer, without building a JSON tree (ids are A-Za-z0-9._:-). */
+		const char *lv[] = { "accepted" };
+		char body[256];
+		int n = snprintf(body, sizeof(body),
+				 "{\"accepted\":%zu,\"rejected\":[],\"request_id\":\"%s\"}",
+				 p->acked, dl_http_req_id(p->req));
+
+		dl_metric_inc(ev->m_events, lv, (double)p->acked);
+		dl_http_reply_json_text(p->req, 202, body, (size_t)n);
 	} else {
 		const char *lv[] = { "accepted" };
 		cJSON *body = cJSON_CreateObject();
@@ -220,12 +248,17 @@ static void post_produce(dl_http_req *req, void *arg)
 		post_free(p);
 		return;
 	}
-	buf = malloc(cap);
-	if (!buf) {
-		dl_http_reply_error(p->req, 500, "internal_error", "out of memory");
-		post_free(p);
-		return;
+	if (ev->envcap < cap) {
+		buf = realloc(ev->envbuf, cap);
+		if (!buf) {
+			dl_http_reply_error(p->req, 500, "internal_error", "out of memory");
+			post_free(p);
+			return;
+		}
+		ev->envbuf = buf;
+		ev->envcap = cap;
 	}
+	buf = ev->envbuf;
 	ev->inflight++;
 	p->produce_start_ns = dl_time_mono_ns();
 	/* Delivery reports are served from the loop (dl_kafka_producer_poll), never inside
@@ -255,7 +288,6 @@ static void post_produce(dl_http_req *req, void *arg)
 			break;
 		}
 	}
-	free(buf);
 	if (p->acked + p->failed == p->total)
 		post_finish(p);
 }
@@ -375,5 +407,7 @@ size_t ingest_events_inflight(const ingest_events *ev)
 
 void ingest_events_free(ingest_events *ev)
 {
+	if (ev)
+		free(ev->envbuf);
 	free(ev);
 }
