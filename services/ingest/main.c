@@ -152,7 +152,7 @@ static void ingest_observe(const char *route, const char *method, int status, do
 	ingest_state *st = opaque;
 	char code[8];
 	const char *lv[] = { route, method, code };
-	const char *rv[] = { route };
+	const char *rv[] = { route, code };
 
 	(void)request_id;
 	snprintf(code, sizeof(code), "%d", status);
@@ -198,8 +198,9 @@ static int ingest_metrics_new(ingest_state *st)
 					    "status (499: the client went away).",
 					    3, "route", "method", "status");
 	st->m_seconds = dl_metrics_histogram(st->ctx.metrics, "driftlock_ingest_http_request_seconds",
-					     "Public API request latency by route.", buckets,
-					     sizeof(buckets) / sizeof(buckets[0]), 1, "route");
+					     "Public API request latency by route and status.",
+					     buckets, sizeof(buckets) / sizeof(buckets[0]), 2, "route",
+					     "status");
 	st->m_db_pending = dl_metrics_gauge(st->ctx.metrics, "driftlock_ingest_db_jobs_pending",
 					    "Database jobs queued or running.", 0);
 	return st->m_requests && st->m_seconds && st->m_db_pending ? 0 : -ENOMEM;

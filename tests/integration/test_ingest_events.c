@@ -125,6 +125,24 @@ START_TEST(test_events_on_topic_byte_for_byte)
 	ck_assert_msg(st == 202, "retry: %ld %s", st, resp);
 	ck_assert_str_eq(error_code(resp, code, sizeof(code)), "");
 
+	/* What an operator sees on /metrics after these requests. */
+	{
+		static char metrics[1 << 20];
+
+		ck_assert_int_eq(dl_itest_http(p.admin_port, "GET", "/metrics", NULL, NULL, 0, metrics,
+					       sizeof(metrics), NULL, 0),
+				 200);
+		ck_assert_ptr_nonnull(strstr(metrics,
+					     "driftlock_ingest_events_total{result=\"accepted\"} 5"));
+		ck_assert_ptr_nonnull(strstr(metrics, "driftlock_ingest_events_rejected_total{reason="
+						      "\"invalid_stream\"} 1"));
+		ck_assert_ptr_nonnull(strstr(metrics, "driftlock_ingest_producer_queue_depth"));
+		ck_assert_ptr_nonnull(strstr(metrics, "driftlock_ingest_http_request_seconds_bucket{"
+						      "route=\"/v1/events\",status=\"202\""));
+		ck_assert_ptr_nonnull(strstr(metrics, "driftlock_ingest_http_requests_total{route="
+						      "\"/v1/events\",method=\"POST\",status=\"202\"} 4"));
+	}
+
 	snprintf(prefix, sizeof(prefix), "%s:", org);
 	n = dl_itest_topic_read(DL_TOPIC_EVENTS, prefix, 5, 60000, &msgs);
 	ck_assert_uint_eq(n, 5);
