@@ -128,6 +128,7 @@ struct dl_http_server {
 	dl_http_limits limits;
 	struct evhttp_bound_socket **bound;
 	size_t nbound;
+	bool reuseport; /* listen with SO_REUSEPORT (several processes share a port) */
 	struct dl_http_route *routes;
 	size_t nroutes;
 	char **cors;
@@ -1038,6 +1039,11 @@ out_free_copy:
 }
 
 /* Fills req->params from the matched route; false when a value does not decode cleanly. */
+void dl_http_server_set_reuseport(dl_http_server *s, bool on)
+{
+	s->reuseport = on;
+}
+
 size_t dl_http_server_nroutes(const dl_http_server *s)
 {
 	return s->nroutes;
@@ -1356,7 +1362,34 @@ int dl_http_server_listen(dl_http_server *s, const char *addr, int port, int *re
 	if (addr == NULL || port < 0 || port > 65535)
 		return -EINVAL;
 	errno = 0;
-	bound = evhttp_bind_socket_with_handle(s->http, addr, (ev_uint16_t)port);
+	if (s->reuseport) {
+		struct sockaddr_storage want;
+		int wantlen = (int)sizeof(want);
+		char spec[128];
+		struct evconnlistener *l;
+
+		/* libevent's parser refuses port 0 written out: leave it off for "any port". */
+		if (port == 0)
+			snprintf(spec, sizeof(spec), strchr(addr, ':') ? "[%s]" : "%s", addr);
+		else
+			snprintf(spec, sizeof(spec), strchr(addr, ':') ? "[%s]:%d" : "%s:%d", addr,
+				 port);
+		if (evutil_parse_sockaddr_port(spec, (struct sockaddr *)&want, &wantlen) != 0)
+			return -EINVAL;
+		l = evconnlistener_new_bind(s->base, NULL, NULL,
+					    LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
+						    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+					    -1, (struct sockaddr *)&want, wantlen);
+		if (l == NULL)
+			return errno != 0 ? -errno : -EINVAL;
+		bound = evhttp_bind_listener(s->http, l);
+		if (bound == NULL) {
+			evconnlistener_free(l);
+			return -ENOMEM;
+		}
+	} else {
+		bound = evhttp_bind_socket_with_handle(s->http, addr, (ev_uint16_t)port);
+	}
 	if (bound == NULL)
 		return errno != 0 ? -errno : -EINVAL;
 	if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &sslen) != 0) {

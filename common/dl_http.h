@@ -68,6 +68,11 @@ int dl_http_server_new(struct event_base *base, const dl_http_limits *limits, ch
  * or the negative errno of the failed bind (for example -EADDRINUSE); *ret_port untouched then. */
 int dl_http_server_listen(dl_http_server *s, const char *addr, int port, int *ret_port);
 
+/* With on, later dl_http_server_listen() calls bind with SO_REUSEPORT, so several processes
+ * (replicas of a service on one host) can listen on the same port and the kernel spreads the
+ * connections between them. Off by default. */
+void dl_http_server_set_reuseport(dl_http_server *s, bool on);
+
 /* Adds a route: method ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"; a GET route also
  * answers HEAD), pattern of literal segments and {name} segments ("/v1/anomalies/{id}", matched
  * exactly, segment by segment, no trailing slash folding), the handler with its opaque, and

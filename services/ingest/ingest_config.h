@@ -4,6 +4,7 @@
 #ifndef DL_INGEST_CONFIG_H
 #define DL_INGEST_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/dl_service.h"
@@ -14,6 +15,7 @@ struct ingest_config {
 	char *pg_dsn;
 	char *redis_url;
 	char *http_addr;
+	bool reuseport;     /* share the public port with other replicas (SO_REUSEPORT) */
 	char *cors_origins; /* comma-separated exact origins; empty = CORS off */
 	int64_t http_port;
 	int64_t max_body;

@@ -38,6 +38,10 @@ static const dl_config_param ingest_params[] = {
 	  0, 0, NULL, "Address the public HTTP API listens on." },
 	{ "DRIFTLOCK_INGEST_PORT", DL_CONFIG_INT, offsetof(ingest_config, http_port), "8080", 0,
 	  65535, NULL, "Port of the public HTTP API (0 = any free port)." },
+	{ "DRIFTLOCK_INGEST_REUSEPORT", DL_CONFIG_BOOL, offsetof(ingest_config, reuseport), "false",
+	  0, 0, NULL,
+	  "Listen with SO_REUSEPORT so several ingest processes on one host share the public "
+	  "port (the kernel spreads connections); each process is one event loop." },
 	{ "DRIFTLOCK_INGEST_CORS_ORIGINS", DL_CONFIG_STRING, offsetof(ingest_config, cors_origins), "",
 	  0, 4096, NULL,
 	  "Browser origins allowed to call the API (comma-separated, exact, e.g. "
@@ -307,6 +311,7 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 	r = ingest_sse_new(&st->ctx, errbuf, errlen, &st->ctx.sse);
 	if (r < 0)
 		goto out_free_events;
+	dl_http_server_set_reuseport(st->ctx.http, cfg->reuseport);
 	r = dl_http_server_listen(st->ctx.http, cfg->http_addr, (int)cfg->http_port, &bound);
 	if (r < 0) {
 		snprintf(errbuf, errlen, "public API cannot listen on %s:%lld", cfg->http_addr,

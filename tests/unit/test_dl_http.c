@@ -1470,6 +1470,31 @@ START_TEST(test_stream_queued_bytes)
 }
 END_TEST
 
+/* Two servers (as two replicas would) share a port only when both ask for SO_REUSEPORT. */
+START_TEST(test_reuseport_shares_a_port)
+{
+	struct event_base *base = event_base_new();
+	dl_http_server *a = NULL, *b = NULL, *c = NULL;
+	char errbuf[128];
+	int port = 0, port2 = 0;
+
+	ck_assert_int_eq(dl_http_server_new(base, NULL, errbuf, sizeof(errbuf), &a), 0);
+	ck_assert_int_eq(dl_http_server_new(base, NULL, errbuf, sizeof(errbuf), &b), 0);
+	ck_assert_int_eq(dl_http_server_new(base, NULL, errbuf, sizeof(errbuf), &c), 0);
+	dl_http_server_set_reuseport(a, true);
+	dl_http_server_set_reuseport(b, true);
+	ck_assert_int_eq(dl_http_server_listen(a, "127.0.0.1", 0, &port), 0);
+	ck_assert_int_gt(port, 0);
+	ck_assert_int_eq(dl_http_server_listen(b, "127.0.0.1", port, &port2), 0);
+	ck_assert_int_eq(port2, port);
+	ck_assert_int_eq(dl_http_server_listen(c, "127.0.0.1", port, NULL), -EADDRINUSE);
+	dl_http_server_free(c);
+	dl_http_server_free(b);
+	dl_http_server_free(a);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *dl_http_suite(void)
 {
 	Suite *s = suite_create("dl_http");
@@ -1497,6 +1522,7 @@ static Suite *dl_http_suite(void)
 	tcase_add_test(tc, test_stream_told_of_drain);
 	tcase_add_test(tc, test_stream_outlives_request_timeout);
 	tcase_add_test(tc, test_stream_queued_bytes);
+	tcase_add_test(tc, test_reuseport_shares_a_port);
 	suite_add_tcase(s, tc);
 	return s;
 }
