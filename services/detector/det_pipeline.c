@@ -21,6 +21,7 @@
 #define DET_BUCKETS 4096
 #define DET_IDLE_PER_TURN 16
 #define DET_MAX_PARTITIONS 100000
+#define DET_LOG_EVERY_MS 10000
 
 /*
  * Delivery and checkpoints.
@@ -93,6 +94,7 @@ struct det_pipeline {
 	det_part *parts;
 	size_t nparts;
 
+	int64_t last_unavailable_log_ms; /* one warning per DET_LOG_EVERY_MS while waiting */
 	size_t inflight; /* det_out records not yet acknowledged */
 	det_out *retry_head;
 	rd_kafka_message_t *held; /* taken but not processed: its stream's state is unavailable */
@@ -388,8 +390,12 @@ static int stream_get(det_pipeline *p, const struct proto_event *ev, const char 
 			return r;
 		}
 	} else {
-		dl_log_warn("stream state unavailable, waiting", "org", ev->org_id, "stream",
-			    ev->stream, "error", err);
+		/* Creating a fresh detector here would overwrite the snapshot with a warm-up: wait. */
+		if (mono_ms() - p->last_unavailable_log_ms >= DET_LOG_EVERY_MS) {
+			p->last_unavailable_log_ms = mono_ms();
+			dl_log_warn("stream state unavailable, waiting", "org", ev->org_id, "stream",
+				    ev->stream, "error", err);
+		}
 		free(s);
 		return -EAGAIN;
 	}
