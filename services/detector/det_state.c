@@ -320,9 +320,11 @@ static int state_prepare(det_state *s, const char *org_id, const char *stream,
 	int rc;
 
 	*ret_reason = "invalid";
-	rc = det_state_key(org_id, stream, set->key, sizeof(set->key), errbuf, errlen);
+	rc = det_state_key(org_id, stream, set->key, sizeof(set->key), why, sizeof(why));
 	if (rc < 0)
-		return rc;
+		/* The names are the caller's, maybe a client's: quoted, and cut short. */
+		return state_fail(errbuf, errlen, rc, "state: \"%.40s:%.130s\": %s",
+				  org_id ? org_id : "", stream ? stream : "", why);
 	set->keylen = (size_t)rc;
 	if (d == NULL || partition < 0 || next_offset < 0)
 		return state_fail(errbuf, errlen, -EINVAL,
