@@ -23,10 +23,9 @@
 #include "proto/proto_topics.h"
 #include "services/detector/cbad/cbad.h"
 #include "services/detector/det_pipeline.h"
+#include "tests/support/det_scenario.h"
 #include "tests/support/dl_itest.h"
 
-#define SCENARIO "audit-log"
-#define NLINES 8000
 #define STREAM "audit-log"
 
 /* ---- a state store kept in this process: what det_state does in Redis, for the pipeline's
@@ -98,89 +97,6 @@ static int mem_load(void *opaque, const char *org, const char *stream, cbad_dete
 	*ret_next_offset = s->next_offset;
 	m->restored++;
 	return 0;
-}
-
-/* ---- the scenario ---- */
-
-typedef struct scenario {
-	char **lines;
-	size_t *lens;
-	int64_t *ts;
-	bool *label;
-	size_t n;
-} scenario;
-
-static void scenario_load(scenario *sc)
-{
-	const char *root = dl_itest_env("DRIFTLOCK_SOURCE_ROOT");
-	char path[1024], buf[1 << 16];
-	gzFile gz;
-	FILE *f;
-	size_t i = 0;
-
-	sc->lines = calloc(NLINES, sizeof(*sc->lines));
-	sc->lens = calloc(NLINES, sizeof(*sc->lens));
-	sc->ts = calloc(NLINES, sizeof(*sc->ts));
-	sc->label = calloc(NLINES, sizeof(*sc->label));
-	snprintf(path, sizeof(path), "%s/../shared/datasets/streams/%s.ndjson.gz", root, SCENARIO);
-	if (access(path, R_OK) != 0)
-		snprintf(path, sizeof(path), "/work/shared/datasets/streams/%s.ndjson.gz", SCENARIO);
-	gz = gzopen(path, "rb");
-	ck_assert_msg(gz != NULL, "cannot open %s", path);
-	while (i < NLINES && gzgets(gz, buf, sizeof(buf))) {
-		size_t len = strlen(buf);
-		cJSON *j, *t;
-
-		while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-			buf[--len] = '\0';
-		j = cJSON_Parse(buf);
-		t = cJSON_GetObjectItem(j, "ts");
-		ck_assert(cJSON_IsString(t));
-		ck_assert_int_eq(dl_time_parse(t->valuestring, strlen(t->valuestring), &sc->ts[i],
-					       NULL, 0),
-				 0);
-		cJSON_Delete(j);
-		sc->lines[i] = strdup(buf);
-		sc->lens[i] = len;
-		i++;
-	}
-	gzclose(gz);
-	sc->n = i;
-	ck_assert_uint_eq(sc->n, NLINES);
-	snprintf(path + strlen(path) - strlen(".ndjson.gz"), 16, ".labels.csv");
-	f = fopen(path, "r");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_ptr_nonnull(fgets(buf, sizeof(buf), f)); /* header */
-	while (fgets(buf, sizeof(buf), f)) {
-		unsigned long line;
-		int label;
-
-		if (sscanf(buf, "%lu,%d", &line, &label) == 2 && line < NLINES)
-			sc->label[line] = label == 1;
-	}
-	fclose(f);
-}
-
-/* What CBAD alone says about the scenario: true at the lines that are anomalies. */
-static bool *scenario_expected(const scenario *sc, size_t *ret_count)
-{
-	bool *want = calloc(sc->n, sizeof(*want));
-	cbad_settings s;
-	cbad_detector *d;
-	cbad_result *r = malloc(sizeof(*r));
-	char err[256];
-
-	cbad_settings_default(&s);
-	ck_assert_int_eq(cbad_detector_new(&s, &d, err, sizeof(err)), 0);
-	*ret_count = 0;
-	for (size_t i = 0; i < sc->n; i++) {
-		cbad_detector_process(d, sc->lines[i], sc->lens[i], sc->ts[i], r);
-		want[i] = r->anomaly;
-		*ret_count += r->anomaly;
-	}
-	cbad_detector_free(d);
-	free(r);
-	return want;
 }
 
 /* ---- Kafka and loop helpers ---- */
@@ -373,23 +289,12 @@ static void produce_raw(harness *h, const void *key, size_t keylen, const char *
 }
 
 /* Produces lines [from, to) of the scenario as ingest's envelopes (event id "ev-<line>"). */
-static void produce_lines(harness *h, const scenario *sc, size_t from, size_t to)
+static void produce_lines(harness *h, const det_scenario *sc, size_t from, size_t to)
 {
 	for (size_t i = from; i < to; i++) {
-		struct proto_event ev;
-		char *json = NULL, err[256] = "";
 		size_t len = 0;
+		char *json = det_scenario_envelope(sc, i, h->org, STREAM, &len);
 
-		memset(&ev, 0, sizeof(ev));
-		snprintf(ev.id, sizeof(ev.id), "ev-%zu", i);
-		memcpy(ev.org_id, h->org, sizeof(ev.org_id));
-		snprintf(ev.stream, sizeof(ev.stream), "%s", STREAM);
-		ev.ts_ms = sc->ts[i];
-		ev.received_at_ms = sc->ts[i];
-		ev.source = PROTO_EVENT_SOURCE_HTTP;
-		ev.payload = sc->lines[i];
-		ev.payload_len = sc->lens[i];
-		ck_assert_msg(proto_event_encode(&ev, &json, &len, err, sizeof(err)) == 0, "%s", err);
 		produce_raw(h, h->key, strlen(h->key), json, len);
 		free(json);
 		if ((i & 1023) == 0)
@@ -426,16 +331,6 @@ static size_t anomalies_seen(harness *h, size_t want, bool *seen, size_t n)
 	return distinct;
 }
 
-static void scenario_free(scenario *sc)
-{
-	for (size_t i = 0; i < sc->n; i++)
-		free(sc->lines[i]);
-	free(sc->lines);
-	free(sc->lens);
-	free(sc->ts);
-	free(sc->label);
-}
-
 static void mem_free(mem_store *m)
 {
 	for (size_t i = 0; i < m->n; i++)
@@ -446,14 +341,14 @@ static void mem_free(mem_store *m)
  * per event, on the anomalies topic; at least one labeled anomaly is among them. */
 START_TEST(test_scenario_yields_anomalies)
 {
-	scenario sc = { 0 };
+	det_scenario sc = { 0 };
 	mem_store store = { 0 };
 	harness h;
 	size_t nwant, got, labeled = 0;
 	bool *want, *seen;
 
-	scenario_load(&sc);
-	want = scenario_expected(&sc, &nwant);
+	det_scenario_load(&sc, "audit-log", 8000);
+	want = det_scenario_expected(&sc, &nwant);
 	ck_assert_uint_gt(nwant, 0);
 	harness_init(&h, &store, 2);
 	produce_lines(&h, &sc, 0, sc.n);
@@ -478,7 +373,7 @@ START_TEST(test_scenario_yields_anomalies)
 	free(want);
 	harness_free(&h);
 	mem_free(&store);
-	scenario_free(&sc);
+	det_scenario_free(&sc);
 }
 END_TEST
 
@@ -486,7 +381,7 @@ END_TEST
  * topic with its reason and source offset; the events after it are processed and committed. */
 START_TEST(test_poison_to_dlq)
 {
-	scenario sc = { 0 };
+	det_scenario sc = { 0 };
 	mem_store store = { 0 };
 	harness h;
 	dl_itest_msg *m = NULL;
@@ -495,7 +390,7 @@ START_TEST(test_poison_to_dlq)
 	char err[256], bad[512];
 	bool reasons[3] = { false, false, false };
 
-	scenario_load(&sc);
+	det_scenario_load(&sc, "audit-log", 8000);
 	harness_init(&h, &store, 1);
 	produce_raw(&h, h.key, strlen(h.key), "{\"schema\":", 10);
 	snprintf(bad, sizeof(bad),
@@ -566,7 +461,7 @@ START_TEST(test_poison_to_dlq)
 	pipeline_stop(&h);
 	harness_free(&h);
 	mem_free(&store);
-	scenario_free(&sc);
+	det_scenario_free(&sc);
 }
 END_TEST
 
@@ -575,7 +470,7 @@ END_TEST
  * uninterrupted CBAD on the same events. */
 START_TEST(test_restart_resumes_from_snapshot)
 {
-	scenario sc = { 0 };
+	det_scenario sc = { 0 };
 	mem_store store = { 0 };
 	harness h;
 	size_t nwant, got;
@@ -584,8 +479,8 @@ START_TEST(test_restart_resumes_from_snapshot)
 	cbad_status st;
 	char err[256];
 
-	scenario_load(&sc);
-	want = scenario_expected(&sc, &nwant);
+	det_scenario_load(&sc, "audit-log", 8000);
+	want = det_scenario_expected(&sc, &nwant);
 	harness_init(&h, &store, 2);
 	produce_lines(&h, &sc, 0, 5000);
 	pipeline_start(&h, 1000);
@@ -622,7 +517,7 @@ START_TEST(test_restart_resumes_from_snapshot)
 	free(want);
 	harness_free(&h);
 	mem_free(&store);
-	scenario_free(&sc);
+	det_scenario_free(&sc);
 }
 END_TEST
 
