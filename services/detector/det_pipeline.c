@@ -381,7 +381,11 @@ static int stream_get(det_pipeline *p, const struct proto_event *ev, const char 
 			dl_log_warn("snapshot from another partition: state kept, offsets ignored",
 				    "org", ev->org_id, "stream", ev->stream);
 		dl_log_debug("stream restored", "org", ev->org_id, "stream", ev->stream);
-	} else if (r == -ENOENT) {
+	} else if (r == -ENOENT || r == -EBADMSG) {
+		/* None, or one that cannot be used: start afresh; the next checkpoint replaces it. */
+		if (r == -EBADMSG)
+			dl_log_warn("stream snapshot unusable, calibrating again", "org", ev->org_id,
+				    "stream", ev->stream, "error", err);
 		r = cbad_detector_new(&p->defaults, &s->d, err, sizeof(err));
 		if (r < 0) {
 			dl_log_error("cannot create a detector", "org", ev->org_id, "stream",

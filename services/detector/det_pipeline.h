@@ -29,7 +29,9 @@ typedef struct det_pipeline_snapshot {
  * Where detector state is kept between processes (det_state in Redis). Both calls are
  * synchronous on the loop thread. save_many returns 0 only when every item was written.
  * load returns 0 with a detector the pipeline then owns, -ENOENT when the stream has no
- * snapshot, another negative code (text in errbuf) when it cannot say.
+ * snapshot, -EBADMSG when it has one that cannot be used (both: the stream starts afresh),
+ * another negative code (text in errbuf) when it cannot say now: the pipeline then waits and
+ * asks again rather than overwrite the snapshot with a fresh warm-up.
  */
 typedef struct det_pipeline_store {
 	int (*save_many)(void *opaque, const det_pipeline_snapshot *items, size_t n,

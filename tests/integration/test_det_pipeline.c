@@ -92,7 +92,7 @@ static int mem_load(void *opaque, const char *org, const char *stream, cbad_dete
 		return -ENOENT;
 	r = cbad_detector_load(s->buf, s->len, ret, errbuf, errlen);
 	if (r < 0)
-		return r;
+		return -EBADMSG; /* what det_state says of a corrupt value */
 	*ret_partition = s->partition;
 	*ret_next_offset = s->next_offset;
 	m->restored++;
@@ -521,6 +521,45 @@ START_TEST(test_restart_resumes_from_snapshot)
 }
 END_TEST
 
+/* A snapshot that cannot be used does not stop the stream: it calibrates again and the drain
+ * writes a good snapshot over the bad one. */
+START_TEST(test_corrupt_snapshot_starts_afresh)
+{
+	det_scenario sc = { 0 };
+	mem_store store = { 0 };
+	harness h;
+	cbad_detector *d;
+	cbad_status st;
+	char err[256];
+	mem_snap *bad;
+
+	det_scenario_load(&sc, "audit-log", 8000);
+	harness_init(&h, &store, 1);
+	bad = mem_find(&store, h.org, STREAM, true);
+	bad->buf = strdup("not a detector");
+	bad->len = strlen("not a detector");
+	bad->partition = 0;
+	bad->next_offset = 1000000;
+	produce_lines(&h, &sc, 0, 300);
+	pipeline_start(&h, 1000);
+	h.want = 300;
+	run(&h, until_processed, 60000);
+	ck_assert_double_eq(metric(&h, "driftlock_detector_events_total", "outcome", "processed"),
+			    300);
+	pipeline_stop(&h);
+	ck_assert_int_eq(cbad_detector_load(store.snaps[0].buf, store.snaps[0].len, &d, err,
+					    sizeof(err)),
+			 0);
+	cbad_detector_status(d, &st);
+	ck_assert_uint_eq(st.events_seen, 300);
+	ck_assert_int_eq(store.snaps[0].next_offset, 300);
+	cbad_detector_free(d);
+	harness_free(&h);
+	mem_free(&store);
+	det_scenario_free(&sc);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("det_pipeline");
@@ -532,6 +571,7 @@ int main(void)
 	tcase_add_test(tc, test_scenario_yields_anomalies);
 	tcase_add_test(tc, test_poison_to_dlq);
 	tcase_add_test(tc, test_restart_resumes_from_snapshot);
+	tcase_add_test(tc, test_corrupt_snapshot_starts_afresh);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
