@@ -99,6 +99,8 @@ struct det_pipeline {
 	det_out *retry_head;
 	rd_kafka_message_t *held; /* taken but not processed: its stream's state is unavailable */
 
+	size_t nassigned;
+	dl_metric *m_partitions;
 	dl_metric *m_events, *m_anomalies, *m_dlq, *m_streams, *m_memory, *m_checkpoints,
 		*m_checkpoint_seconds, *m_retries, *m_evictions, *m_inflight;
 };
@@ -712,8 +714,11 @@ static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts
 
 		if (!pt)
 			continue;
+		if (!pt->assigned)
+			p->nassigned++;
 		*pt = (det_part){ .assigned = true, .processed_next = -1, .committed = -1 };
 	}
+	dl_metric_set(p->m_partitions, NULL, (double)p->nassigned);
 	{
 		char n[16];
 
@@ -758,9 +763,12 @@ static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts
 	for (int i = 0; i < parts->cnt; i++) {
 		det_part *pt = part_get(p, parts->elems[i].partition);
 
+		if (pt && pt->assigned)
+			p->nassigned--;
 		if (pt)
 			*pt = (det_part){ .assigned = false, .processed_next = -1, .committed = -1 };
 	}
+	dl_metric_set(p->m_partitions, NULL, (double)p->nassigned);
 }
 
 /* ---- the loop ---- */
@@ -863,6 +871,8 @@ static int metrics_new(det_pipeline *p, dl_metrics_registry *m)
 	p->m_dlq = dl_metrics_counter(m, "driftlock_detector_dlq_total",
 				      "Messages sent to the dead-letter topic, by reason code.", 1,
 				      "reason");
+	p->m_partitions = dl_metrics_gauge(m, "driftlock_detector_partitions",
+					   "Partitions of the events topic this worker owns.", 0);
 	p->m_streams = dl_metrics_gauge(m, "driftlock_detector_streams",
 					"Stream detectors held in memory.", 0);
 	p->m_memory = dl_metrics_gauge(m, "driftlock_detector_stream_memory_bytes",
@@ -885,7 +895,7 @@ static int metrics_new(det_pipeline *p, dl_metrics_registry *m)
 	p->m_inflight = dl_metrics_gauge(m, "driftlock_detector_produce_inflight",
 					 "Anomalies and dead letters waiting for Kafka's acknowledgement.",
 					 0);
-	return p->m_events && p->m_anomalies && p->m_dlq && p->m_streams && p->m_memory &&
+	return p->m_partitions && p->m_events && p->m_anomalies && p->m_dlq && p->m_streams && p->m_memory &&
 			       p->m_checkpoints && p->m_checkpoint_seconds && p->m_retries &&
 			       p->m_evictions && p->m_inflight
 		       ? 0

@@ -31,6 +31,7 @@ typedef struct detector_config {
 	int64_t batch_max;
 	int64_t max_streams;
 	int64_t linger_ms;
+	int64_t session_timeout_ms;
 } detector_config;
 
 static const dl_config_param detector_params[] = {
@@ -59,6 +60,10 @@ static const dl_config_param detector_params[] = {
 	{ "DRIFTLOCK_DETECTOR_LINGER", DL_CONFIG_DURATION_MS, offsetof(detector_config, linger_ms),
 	  "5ms", 0, 1000, NULL,
 	  "How long the producer waits to fill a batch of anomalies (latency against throughput)." },
+	{ "DRIFTLOCK_DETECTOR_SESSION_TIMEOUT", DL_CONFIG_DURATION_MS,
+	  offsetof(detector_config, session_timeout_ms), "45s", 6000, 300000, NULL,
+	  "A worker silent this long is dropped from the group and its partitions move to the "
+	  "others (they resume from its snapshots)." },
 };
 
 typedef struct detector_state {
@@ -68,8 +73,9 @@ typedef struct detector_state {
 	det_pipeline *pipeline;
 } detector_state;
 
-/* librdkafka settings of the producer, kept until exit (dl_main_spec.kafka_conf). */
-static char conf_linger[24];
+/* librdkafka settings of the producer and the consumer, kept until exit. */
+static char conf_linger[24], conf_session[24];
+static const char *consumer_pairs[] = { "session.timeout.ms", conf_session, NULL };
 static const char *conf_pairs[] = { "linger.ms", conf_linger, NULL };
 
 static const char *const *detector_kafka_conf(const void *cfgp)
@@ -161,11 +167,13 @@ static int detector_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret
 	st->svc = svc;
 	st->deps = deps;
 	cbad_settings_default(&defaults);
+	snprintf(conf_session, sizeof(conf_session), "%lld", (long long)cfg->session_timeout_ms);
 	store = (det_pipeline_store){ store_save_many, store_load, st };
 	o = (det_pipeline_options){
 		.brokers = cfg->kafka_brokers,
 		.group_id = cfg->group_id,
 		.topic = DL_TOPIC_EVENTS,
+		.consumer_conf = consumer_pairs,
 		.defaults = &defaults,
 		.checkpoint_ms = cfg->checkpoint_ms,
 		.idle_evict_ms = cfg->idle_evict_ms,
