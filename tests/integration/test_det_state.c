@@ -544,29 +544,50 @@ START_TEST(test_unusable_values_refused)
 }
 END_TEST
 
-/* Reads the events of a labeled stream (NDJSON, gzip) with their "ts". Not a Check test:
- * runs once in main(); returns false on any problem. */
-static bool read_stream(const char *path, size_t max)
+/* A deterministic application-log stream (an orders service: requests, payments, a rare
+ * error burst), so the suite needs no data outside the repository. Not a Check test: runs
+ * once in main(); returns false on any problem. */
+static bool synth_stream(size_t max)
 {
-	gzFile f = gzopen(path, "rb");
-	char line[16384];
+	static const char *const routes[] = { "OrderController", "CartController",
+					      "PaymentService", "InventoryClient" };
+	static const char *const errors[] = {
+		"db.Pool - connection refused to db-2:5432, retries exhausted",
+		"web.OrderController - java.lang.NullPointerException at OrderMapper.toDto(OrderMapper.java:88)",
+		"billing.Ledger - java.lang.OutOfMemoryError: Java heap space while loading 2419883 rows",
+		"inventory.StockClient - HTTP 503 from stock-service: circuit breaker OPEN for 30s",
+		"auth.TokenFilter - SECURITY signature verification failed for kid=rotated-2024-01",
+		"queue.Dispatcher - deadlock detected: thread-7 waits for lock held by thread-3",
+		"cache.Redis - READONLY You can't write against a read only replica",
+		"fs.Archive - disk /var/lib/orders is 99% full, refusing to write segment",
+	};
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	char line[512];
 
-	if (f == NULL)
-		return false;
 	events = calloc(max, sizeof(*events));
-	while (events != NULL && nevents < max && gzgets(f, line, sizeof(line)) != NULL) {
-		size_t len = strcspn(line, "\n");
-		const char *ts = strstr(line, "\"ts\":\"");
-		const char *tend = ts ? strchr(ts + 6, '"') : NULL;
+	for (nevents = 0; events != NULL && nevents < max; nevents++) {
+		int len;
 
-		if (tend == NULL || dl_time_parse_rfc3339(ts + 6, (size_t)(tend - ts - 6),
-							  &events[nevents].ts_ms, NULL, 0) < 0)
-			break;
-		events[nevents].text = strndup(line, len);
-		events[nevents].len = len;
-		nevents++;
+		x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+		if (nevents % 997 == 500)
+			/* A failure never seen before each time: novelty the detector must find. */
+			len = snprintf(line, sizeof(line),
+				       "{\"msg\":\"ERROR [pool-%u] c.a.orders.%s\",\"latency_ms\":%u}",
+				       (unsigned)(x >> 60), errors[(nevents / 997) % 8],
+				       9000 + (unsigned)(x >> 20) % 3000);
+		else
+			len = snprintf(line, sizeof(line),
+				       "{\"msg\":\"INFO  [http-nio-8080-exec-%u] c.a.orders.web.%s - "
+				       "Received order request %u from user u_%05u\",\"latency_ms\":%u}",
+				       (unsigned)(x >> 58), routes[(x >> 30) % 4],
+				       (unsigned)(x >> 8) % 9000000, (unsigned)(x >> 36) % 20000,
+				       20 + (unsigned)(x >> 48) % 80);
+		events[nevents].text = strndup(line, (size_t)len);
+		events[nevents].len = (size_t)len;
+		events[nevents].ts_ms = 1795737600000LL + (int64_t)nevents * 250;
+		if (events[nevents].text == NULL)
+			return false;
 	}
-	gzclose(f);
 	return nevents == max;
 }
 
@@ -620,22 +641,14 @@ static bool build_big(void)
 
 int main(void)
 {
-	const char *datasets = getenv("DRIFTLOCK_DATASETS"), *root = getenv("DRIFTLOCK_SOURCE_ROOT");
-	char path[1024];
 	Suite *su = suite_create("det_state");
 	TCase *tc = tcase_create("redis");
 	SRunner *sr;
 	int failed;
 
-	/* The datasets live in shared/, beside the repository, unless DRIFTLOCK_DATASETS says. */
-	if (datasets != NULL && datasets[0] != '\0')
-		snprintf(path, sizeof(path), "%s/streams/orders-app.ndjson.gz", datasets);
-	else
-		snprintf(path, sizeof(path), "%s/../shared/datasets/streams/orders-app.ndjson.gz",
-			 root ? root : ".");
-	if (!read_stream(path, 30000) || !build_big()) {
-		fprintf(stderr, "test_det_state: cannot read 30000 events of %s (set "
-			"DRIFTLOCK_DATASETS) or build a 300 KiB detector from them\n", path);
+	if (!synth_stream(30000) || !build_big()) {
+		fprintf(stderr, "test_det_state: cannot make the test stream or a 300 KiB "
+			"detector from it\n");
 		return 1;
 	}
 	snprintf(org, sizeof(org), "00000000-0000-4000-8000-%012x", (unsigned)getpid());
