@@ -17,7 +17,6 @@
 
 void det_scenario_load(det_scenario *sc, const char *name, size_t n)
 {
-	const char *datasets = getenv("DRIFTLOCK_DATASETS");
 	char path[1024], buf[1 << 16];
 	gzFile gz;
 	FILE *f;
@@ -28,14 +27,12 @@ void det_scenario_load(det_scenario *sc, const char *name, size_t n)
 	sc->ts = calloc(n, sizeof(*sc->ts));
 	sc->label = calloc(n, sizeof(*sc->label));
 	ck_assert(sc->lines && sc->lens && sc->ts && sc->label);
-	/* The datasets live in shared/, beside the repository, unless DRIFTLOCK_DATASETS says. */
-	if (datasets && *datasets)
-		snprintf(path, sizeof(path), "%s/streams/%s.ndjson.gz", datasets, name);
-	else
-		snprintf(path, sizeof(path), "%s/../shared/datasets/streams/%s.ndjson.gz",
-			 dl_itest_env("DRIFTLOCK_SOURCE_ROOT"), name);
+	/* A slice of the labelled stream kept in the repository (tests/data/README.md), so the
+	 * suites need nothing beside it. */
+	snprintf(path, sizeof(path), "%s/tests/data/streams/%s.ndjson.gz",
+		 dl_itest_env("DRIFTLOCK_SOURCE_ROOT"), name);
 	gz = gzopen(path, "rb");
-	ck_assert_msg(gz != NULL, "cannot open %s (set DRIFTLOCK_DATASETS)", path);
+	ck_assert_msg(gz != NULL, "cannot open %s", path);
 	while (i < n && gzgets(gz, buf, sizeof(buf))) {
 		size_t len = strlen(buf);
 		cJSON *j, *t;

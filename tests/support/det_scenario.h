@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* det_scenario: a labeled stream of $DRIFTLOCK_DATASETS/streams (default ../shared/datasets beside
- * the source tree) for the detector's suites: its lines, times and labels, what CBAD alone finds
+/* det_scenario: a labeled stream from tests/data/streams (a slice of ../shared/datasets, see
+ * tests/data/README.md) for the detector's suites: its lines, times and labels, what CBAD alone finds
  * on it, and its events as ingest's envelopes. Every helper fails the running Check test when
  * something is missing. */
 #ifndef DL_TESTS_SUPPORT_DET_SCENARIO_H
