@@ -17,7 +17,7 @@
 #include "common/dl_pg.h"
 #include "services/ingest/ingest_apikey.h"
 #include "services/ingest/ingest_authcache.h"
-#include "services/ingest/ingest_db.h"
+#include "common/dl_pgpool.h"
 
 /* A valid entry is refreshed in the background once this share of its TTL has passed, so a
  * key in steady use never waits for the database; a failed refresh is retried after
@@ -60,7 +60,7 @@ typedef struct auth_job {
 } auth_job;
 
 struct ingest_auth {
-	ingest_db *db;
+	dl_pgpool *db;
 	ingest_apikey_hasher *hasher;
 	ingest_authcache *cache;
 	int64_t ttl_ms, negative_ttl_ms;
@@ -358,7 +358,7 @@ static int start_lookup(ingest_auth *a, const uint8_t *hash, waiter *w)
 	memcpy(job->hash, hash, INGEST_APIKEY_HASH_LEN);
 	ingest_apikey_hash_bytea(hash, job->bytea);
 	clock_gettime(CLOCK_MONOTONIC, &job->started);
-	r = ingest_db_submit(a->db, auth_work, auth_done, job);
+	r = dl_pgpool_submit(a->db, auth_work, auth_done, job);
 	if (r < 0) {
 		free(job);
 		return r;
@@ -471,7 +471,7 @@ void ingest_auth_request(ingest_ctx *ctx, dl_http_req *req, unsigned flags, inge
 
 /* ---------------------------------------------------------------- life cycle */
 
-int ingest_auth_new(ingest_db *db, dl_metrics_registry *metrics, const ingest_auth_options *opts,
+int ingest_auth_new(dl_pgpool *db, dl_metrics_registry *metrics, const ingest_auth_options *opts,
 		    char *errbuf, size_t errlen, ingest_auth **ret)
 {
 	static const double buckets[] = { .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5,

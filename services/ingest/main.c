@@ -20,7 +20,7 @@
 #include "services/ingest/ingest_config.h"
 #include "services/ingest/ingest_auth.h"
 #include "services/ingest/ingest_body.h"
-#include "services/ingest/ingest_db.h"
+#include "common/dl_pgpool.h"
 #include "services/ingest/ingest_events.h"
 #include "services/ingest/ingest_ratelimit.h"
 #include "services/ingest/ingest_read.h"
@@ -94,11 +94,11 @@ static const dl_config_param ingest_params[] = {
 	  "How long an event may wait for Kafka before its request is answered 503." },
 	{ "DRIFTLOCK_INGEST_LINGER", DL_CONFIG_DURATION_MS, offsetof(ingest_config, linger_ms), "2ms",
 	  0, 1000, NULL, "How long the producer waits to fill a batch (latency against throughput)." },
-	{ "DRIFTLOCK_INGEST_DB_THREADS", DL_CONFIG_INT, offsetof(ingest_config, db_threads), "4", 1,
+	{ "DRIFTLOCK_DL_PGPOOL_THREADS", DL_CONFIG_INT, offsetof(ingest_config, db_threads), "4", 1,
 	  64, NULL, "PostgreSQL connections (one worker thread each) for the read API and key look-ups." },
-	{ "DRIFTLOCK_INGEST_DB_QUEUE", DL_CONFIG_INT, offsetof(ingest_config, db_queue), "1024", 1,
+	{ "DRIFTLOCK_DL_PGPOOL_QUEUE", DL_CONFIG_INT, offsetof(ingest_config, db_queue), "1024", 1,
 	  1000000, NULL, "Database jobs waiting for a connection; beyond it requests get 503." },
-	{ "DRIFTLOCK_INGEST_DB_STATEMENT_TIMEOUT", DL_CONFIG_DURATION_MS,
+	{ "DRIFTLOCK_DL_PGPOOL_STATEMENT_TIMEOUT", DL_CONFIG_DURATION_MS,
 	  offsetof(ingest_config, db_statement_timeout_ms), "5s", 100, 600000, NULL,
 	  "Longest a read API query may run." },
 	{ "DRIFTLOCK_INGEST_SSE_MAX_STREAMS", DL_CONFIG_INT,
@@ -173,9 +173,9 @@ static void ingest_drain_poll_cb(evutil_socket_t fd, short what, void *opaque)
 
 	(void)fd;
 	(void)what;
-	dl_metric_set(st->m_db_pending, NULL, (double)ingest_db_pending(st->ctx.db));
+	dl_metric_set(st->m_db_pending, NULL, (double)dl_pgpool_pending(st->ctx.db));
 	if (inflight == 0 && ingest_events_inflight(st->events) == 0 &&
-	    ingest_db_pending(st->ctx.db) == 0) {
+	    dl_pgpool_pending(st->ctx.db) == 0) {
 		event_del(st->drain_timer);
 		dl_service_drained(st->ctx.svc);
 	}
@@ -277,7 +277,7 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 		goto out_free_http;
 	pgo.statement_timeout_ms = (int)cfg->db_statement_timeout_ms;
 	pgo.application_name = "driftlock-ingest";
-	r = ingest_db_new(st->ctx.base, cfg->pg_dsn, &pgo, (int)cfg->db_threads,
+	r = dl_pgpool_new(st->ctx.base, cfg->pg_dsn, &pgo, (int)cfg->db_threads,
 			  (size_t)cfg->db_queue, errbuf, errlen, &st->ctx.db);
 	if (r < 0)
 		goto out_free_http;
@@ -346,7 +346,7 @@ out_free_rl:
 out_free_auth:
 	ingest_auth_free(st->ctx.auth);
 out_free_db:
-	ingest_db_free(st->ctx.db);
+	dl_pgpool_free(st->ctx.db);
 out_free_http:
 	dl_http_server_free(st->ctx.http);
 out_free_state:
@@ -367,7 +367,7 @@ static void ingest_teardown(void *opaque)
 	ingest_events_free(st->events);
 	ingest_ratelimit_free(st->ctx.rl);
 	ingest_auth_free(st->ctx.auth);
-	ingest_db_free(st->ctx.db);
+	dl_pgpool_free(st->ctx.db);
 	free(st);
 }
 
