@@ -17,11 +17,11 @@
 #include "common/dl_log.h"
 #include "common/dl_metrics.h"
 #include "common/dl_pg.h"
+#include "common/dl_pgpool.h"
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
 #include "proto/proto_topics.h"
 #include "services/ingest/ingest_auth.h"
-#include "common/dl_pgpool.h"
 #include "services/ingest/ingest_read_params.h"
 
 #define READ_HISTORY_MAX 100 /* status changes shown with one anomaly, newest first */

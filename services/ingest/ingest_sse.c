@@ -19,12 +19,12 @@
 #include "common/dl_log.h"
 #include "common/dl_metrics.h"
 #include "common/dl_pg.h"
+#include "common/dl_pgpool.h"
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
 #include "proto/proto_topics.h"
 #include "services/ingest/ingest_auth.h"
 #include "services/ingest/ingest_config.h"
-#include "common/dl_pgpool.h"
 #include "services/ingest/ingest_sse_frame.h"
 
 #define SSE_ORG_BUCKETS 256
