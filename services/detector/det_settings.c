@@ -408,6 +408,8 @@ static int map_error(dl_pg *pg, int r)
 		return -ENOENT; /* foreign key: the org does not exist */
 	if (r == -EIO && state && !strcmp(state, "23514"))
 		return -EINVAL; /* check constraint: the name */
+	if (r == -EACCES)
+		return -EIO; /* a missing grant is a deployment fault: transient, not the stream's */
 	return r;
 }
 
@@ -449,6 +451,8 @@ static int get_work(dl_pg *pg, void *arg)
 	if (r < 0)
 		return r;
 	r = get_select(pg, job);
+	if (r == -EACCES)
+		r = -EIO;
 	if (r == 0) {
 		r = dl_pg_exec(pg, "det_settings_register", 2, params, NULL, job->err,
 			       sizeof(job->err));
