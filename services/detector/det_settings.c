@@ -727,7 +727,9 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (ds->poll || !ds->change_cb || ds->watched.n == 0)
+	/* Polls also while no stream is watched, so the cursor stays recent and the first
+	 * stream watched after a quiet spell does not page through old changes. */
+	if (ds->poll || !ds->change_cb)
 		return;
 	job = calloc(1, sizeof(*job));
 	if (!job)
