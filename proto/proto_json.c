@@ -40,8 +40,7 @@ static int field_err(char *errbuf, size_t errlen, const char *path, const char *
 	return -EINVAL;
 }
 
-/* Length of the valid UTF-8 sequence at s (2-4), or 0 when it is not one. */
-static size_t utf8_seq(const unsigned char *s, size_t avail)
+size_t proto_json_utf8_seq(const unsigned char *s, size_t avail)
 {
 	unsigned char c = s[0];
 	unsigned char lo = 0x80, hi = 0xBF;
@@ -100,7 +99,7 @@ static int scan(const char *buf, size_t len, const char *what, int max_depth, si
 						       what, i);
 					return -EINVAL;
 				} else if (p[i] >= 0x80) {
-					size_t n = utf8_seq(p + i, len - i);
+					size_t n = proto_json_utf8_seq(p + i, len - i);
 
 					if (n == 0) {
 						proto_json_err(errbuf, errlen,

@@ -25,6 +25,10 @@ enum proto_json_chars {
 };
 
 /* Writes "<fmt...>" into errbuf (may be NULL). */
+/* Length of the valid UTF-8 sequence starting with the non-ASCII byte at s (2-4), or 0 when it
+ * is not one: no overlong forms, surrogates or code points past U+10FFFF. avail bytes exist. */
+size_t proto_json_utf8_seq(const unsigned char *s, size_t avail);
+
 void proto_json_err(char *errbuf, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -16,6 +16,7 @@
 
 #include "common/dl_id.h"
 #include "common/dl_time.h"
+#include "proto/proto_json.h"
 
 _Static_assert(INGEST_BODY_MAX_DEPTH_CAP <= 64, "the container stack is one 64-bit word");
 
@@ -387,38 +388,6 @@ static bool is_ws(unsigned char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Length of the valid UTF-8 sequence at s (2-4), or 0 when it is not one: no overlong forms,
- * surrogates or code points past U+10FFFF (the rules of proto_json). */
-static size_t utf8_seq(const unsigned char *s, size_t avail)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xBF;
-	size_t n, i;
-
-	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
-	else if (c >= 0xE0 && c <= 0xEF)
-		n = 3;
-	else if (c >= 0xF0 && c <= 0xF4)
-		n = 4;
-	else
-		return 0;
-	if (c == 0xE0)
-		lo = 0xA0;
-	else if (c == 0xED)
-		hi = 0x9F;
-	else if (c == 0xF0)
-		lo = 0x90;
-	else if (c == 0xF4)
-		hi = 0x8F;
-	if (avail < n || s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	return n;
-}
-
 static int hex4(const unsigned char *s)
 {
 	int v = 0;
@@ -537,7 +506,7 @@ static int scan_string(const unsigned char *p, size_t *pi, size_t lim, bool *ret
 		} else if (c < 0x20) {
 			return scan_fail(sc, i, "invalid_json", "control character in a string");
 		} else {
-			size_t n = utf8_seq(p + i, lim - i);
+			size_t n = proto_json_utf8_seq(p + i, lim - i);
 
 			if (n == 0)
 				return scan_fail(sc, i, "invalid_json", "invalid UTF-8");

@@ -379,14 +379,51 @@ static cJSON *stream_json(const PGresult *r, int row)
 	return s;
 }
 
+/* Answers one page: the first limit rows of res (which holds one more when a next page
+ * exists) through row(), and next_cursor from c (kind 'a' or 's') or null. Takes res. */
+static int page_answer(read_job *job, PGresult *res, int limit,
+		       cJSON *(*row)(const PGresult *, int), char kind, const ingest_read_cursor *c)
+{
+	int n = PQntuples(res);
+	cJSON *body = cJSON_CreateObject();
+	cJSON *data = body ? cJSON_AddArrayToObject(body, "data") : NULL;
+
+	if (!data)
+		goto out_nomem;
+	for (int i = 0; i < n && i < limit; i++) {
+		cJSON *item = row(res, i);
+
+		if (!item || !cJSON_AddItemToArray(data, item)) {
+			cJSON_Delete(item);
+			goto out_nomem;
+		}
+	}
+	if (n > limit) {
+		char text[INGEST_READ_CURSOR_MAX + 1];
+
+		if (ingest_read_cursor_encode(kind, c, text, sizeof(text)) < 0 ||
+		    !cJSON_AddStringToObject(body, "next_cursor", text))
+			goto out_nomem;
+	} else if (!cJSON_AddNullToObject(body, "next_cursor")) {
+		goto out_nomem;
+	}
+	PQclear(res);
+	return job_body(job, 200, body);
+
+out_nomem:
+	cJSON_Delete(body);
+	PQclear(res);
+	return -ENOMEM;
+}
+
 static int work_anomaly_list(dl_pg *pg, read_job *job)
 {
 	const ingest_anomaly_query *q = &job->in.aq;
 	char sev[64] = "", from[24], to[24], score[40], key[24], limit[16];
 	const char *vals[10];
-	cJSON *body, *data;
+	ingest_read_cursor c = { .key = 0 };
 	PGresult *res;
-	int r, n;
+	int r;
 
 	if (q->severity_mask) {
 		/* A text[] literal of validated enum words. */
@@ -419,39 +456,13 @@ static int work_anomaly_list(dl_pg *pg, read_job *job)
 	r = read_exec(pg, job, "read_anomaly_list", 10, vals, &res);
 	if (r < 0)
 		return r;
-	n = PQntuples(res);
-	body = cJSON_CreateObject();
-	data = body ? cJSON_AddArrayToObject(body, "data") : NULL;
-	if (!data)
-		goto out_nomem;
-	for (int i = 0; i < n && i < q->limit; i++) {
-		cJSON *a = anomaly_json(res, i);
-
-		if (!a || !cJSON_AddItemToArray(data, a)) {
-			cJSON_Delete(a);
-			goto out_nomem;
-		}
-	}
-	if (n > q->limit) {
-		ingest_read_cursor c;
-		char text[INGEST_READ_CURSOR_MAX + 1];
+	if (PQntuples(res) > q->limit) {
 		int last = q->limit - 1;
 
 		c.key = col_int(res, last, AC_DETECTED_US);
 		snprintf(c.id, sizeof(c.id), "%s", col_text(res, last, AC_ID));
-		if (ingest_read_cursor_encode('a', &c, text, sizeof(text)) < 0 ||
-		    !cJSON_AddStringToObject(body, "next_cursor", text))
-			goto out_nomem;
-	} else if (!cJSON_AddNullToObject(body, "next_cursor")) {
-		goto out_nomem;
 	}
-	PQclear(res);
-	return job_body(job, 200, body);
-
-out_nomem:
-	cJSON_Delete(body);
-	PQclear(res);
-	return -ENOMEM;
+	return page_answer(job, res, q->limit, anomaly_json, 'a', &c);
 }
 
 /* The anomaly job->target with its history, as a body; 404 when it is not in the org. */
@@ -532,45 +543,17 @@ static int work_stream_list(dl_pg *pg, read_job *job)
 	const ingest_stream_query *q = &job->in.sq;
 	char limit[16];
 	const char *vals[3] = { job->org_id, q->has_cursor ? q->cursor.id : NULL, limit };
-	cJSON *body, *data;
+	ingest_read_cursor c = { .key = 0 };
 	PGresult *res;
-	int r, n;
+	int r;
 
 	snprintf(limit, sizeof(limit), "%d", q->limit + 1);
 	r = read_exec(pg, job, "read_stream_list", 3, vals, &res);
 	if (r < 0)
 		return r;
-	n = PQntuples(res);
-	body = cJSON_CreateObject();
-	data = body ? cJSON_AddArrayToObject(body, "data") : NULL;
-	if (!data)
-		goto out_nomem;
-	for (int i = 0; i < n && i < q->limit; i++) {
-		cJSON *s = stream_json(res, i);
-
-		if (!s || !cJSON_AddItemToArray(data, s)) {
-			cJSON_Delete(s);
-			goto out_nomem;
-		}
-	}
-	if (n > q->limit) {
-		ingest_read_cursor c = { .key = 0 };
-		char text[INGEST_READ_CURSOR_MAX + 1];
-
+	if (PQntuples(res) > q->limit)
 		snprintf(c.id, sizeof(c.id), "%s", col_text(res, q->limit - 1, SC_NAME));
-		if (ingest_read_cursor_encode('s', &c, text, sizeof(text)) < 0 ||
-		    !cJSON_AddStringToObject(body, "next_cursor", text))
-			goto out_nomem;
-	} else if (!cJSON_AddNullToObject(body, "next_cursor")) {
-		goto out_nomem;
-	}
-	PQclear(res);
-	return job_body(job, 200, body);
-
-out_nomem:
-	cJSON_Delete(body);
-	PQclear(res);
-	return -ENOMEM;
+	return page_answer(job, res, q->limit, stream_json, 's', &c);
 }
 
 static int work_stream_get(dl_pg *pg, read_job *job)

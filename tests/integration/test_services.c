@@ -16,95 +16,11 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "tests/support/dl_itest.h"
 #include "tests/support/dl_test_http.h"
 
 static const char *const services[] = { "ingest", "detector", "metering", "billing", "notifier" };
 #define NSERVICES (sizeof(services) / sizeof(services[0]))
-
-static const char *need_env(const char *name)
-{
-	const char *v = getenv(name);
-
-	ck_assert_msg(v && *v, "%s is not set: run the integration suites through infra/test.sh",
-		      name);
-	return v;
-}
-
-static int free_port(void)
-{
-	struct sockaddr_in a = { 0 };
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
-typedef struct running {
-	pid_t pid;
-	int admin_port;
-	int public_port;
-	char log_path[256];
-} running;
-
-/* Starts a service binary with the stack's addresses; extra is NULL or NULL-terminated
- * "NAME=value" overrides. Its stderr goes to a file the test reads afterwards. */
-static void start_service(const char *svc, const char *const *extra, running *ret)
-{
-	char bin[512], dsn_var[64], env_port[64], env_pub[64], env_dsn[1024], env_kafka[256],
-		env_redis[512], env_secret[1200];
-	const char *build = need_env("DRIFTLOCK_BUILD_ROOT");
-	char *envp[32];
-	size_t n = 0, i;
-	pid_t pid;
-
-	snprintf(bin, sizeof(bin), "%s/services/%s/driftlock-%s", build, svc, svc);
-	snprintf(dsn_var, sizeof(dsn_var), "DRIFTLOCK_PG_DSN_%s", svc);
-	for (i = strlen("DRIFTLOCK_PG_DSN_"); dsn_var[i]; i++)
-		dsn_var[i] = (char)(dsn_var[i] - 'a' + 'A');
-	ret->admin_port = free_port();
-	ret->public_port = free_port();
-	snprintf(ret->log_path, sizeof(ret->log_path), "/tmp/dl-itest-%s-%d.log", svc,
-		 (int)getpid());
-	snprintf(env_port, sizeof(env_port), "DRIFTLOCK_ADMIN_PORT=%d", ret->admin_port);
-	snprintf(env_pub, sizeof(env_pub), "DRIFTLOCK_INGEST_PORT=%d", ret->public_port);
-	snprintf(env_dsn, sizeof(env_dsn), "DRIFTLOCK_PG_DSN=%s", need_env(dsn_var));
-	snprintf(env_kafka, sizeof(env_kafka), "DRIFTLOCK_KAFKA_BROKERS=%s",
-		 need_env("DRIFTLOCK_KAFKA_BROKERS"));
-	snprintf(env_redis, sizeof(env_redis), "DRIFTLOCK_REDIS_URL=%s",
-		 need_env("DRIFTLOCK_REDIS_URL"));
-	/* Overrides go first: getenv() returns the first of duplicate names. */
-	for (i = 0; extra && extra[i]; i++)
-		envp[n++] = (char *)extra[i];
-	envp[n++] = env_port;
-	envp[n++] = env_pub;
-	envp[n++] = env_dsn;
-	envp[n++] = env_kafka;
-	envp[n++] = env_redis;
-	snprintf(env_secret, sizeof(env_secret), "DRIFTLOCK_API_KEY_SECRET=%s",
-		 need_env("DRIFTLOCK_API_KEY_SECRET"));
-	envp[n++] = env_secret;
-	envp[n++] = (char *)"DRIFTLOCK_CHECK_INTERVAL=200ms";
-	envp[n] = NULL;
-
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int fd = open(ret->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		char *argv[] = { bin, NULL };
-
-		dup2(fd, STDERR_FILENO);
-		dup2(fd, STDOUT_FILENO);
-		execve(bin, argv, envp);
-		_exit(127);
-	}
-	ret->pid = pid;
-}
 
 static long http_get(int port, const char *path, char *body)
 {
@@ -124,23 +40,8 @@ static long wait_status(int port, const char *path, long want, int timeout_ms, c
 	return st;
 }
 
-static int stop_service(running *r, int timeout_ms)
-{
-	int status = -1;
-
-	kill(r->pid, SIGTERM);
-	for (int waited = 0; waited < timeout_ms; waited += 50) {
-		if (waitpid(r->pid, &status, WNOHANG) == r->pid)
-			return status;
-		usleep(50 * 1000);
-	}
-	kill(r->pid, SIGKILL);
-	waitpid(r->pid, &status, 0);
-	return -2;
-}
-
 /* Every line the service wrote must be one JSON object with ts, level, service and msg. */
-static int check_json_log(const running *r, const char *svc, const char *must_have_msg)
+static int check_json_log(const dl_itest_proc *r, const char *svc, const char *must_have_msg)
 {
 	FILE *f = fopen(r->log_path, "r");
 	char line[8192];
@@ -174,10 +75,10 @@ START_TEST(test_service_ready_metrics_drain)
 {
 	const char *svc = services[_i];
 	char *body = malloc(65536);
-	running r;
+	dl_itest_proc r;
 	int status;
 
-	start_service(svc, NULL, &r);
+	dl_itest_start(svc, NULL, &r);
 	ck_assert_msg(wait_status(r.admin_port, "/readyz", 200, 30000, body) == 200,
 		      "%s never became ready: %s", svc, body);
 	ck_assert_ptr_nonnull(strstr(body, "\"status\":\"ready\""));
@@ -201,7 +102,7 @@ START_TEST(test_service_ready_metrics_drain)
 		ck_assert_ptr_nonnull(strstr(body, "\"request_id\""));
 	}
 
-	status = stop_service(&r, 15000);
+	status = dl_itest_stop(&r, 15000);
 	ck_assert_msg(status >= 0, "%s did not exit within 15 s of SIGTERM", svc);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		      "%s exited with status %d after SIGTERM", svc, status);
@@ -219,21 +120,21 @@ START_TEST(test_service_not_ready_without_postgres)
 	char *body = malloc(65536);
 	char bad_dsn[128];
 	const char *extra[2];
-	running r;
+	dl_itest_proc r;
 	int status;
 
 	snprintf(bad_dsn, sizeof(bad_dsn),
-		 "DRIFTLOCK_PG_DSN=postgresql://nobody:secretpw@127.0.0.1:%d/driftlock", free_port());
+		 "DRIFTLOCK_PG_DSN=postgresql://nobody:secretpw@127.0.0.1:%d/driftlock", dl_itest_free_port());
 	extra[0] = bad_dsn;
 	extra[1] = NULL;
-	start_service(svc, extra, &r);
+	dl_itest_start(svc, extra, &r);
 	ck_assert_int_eq(wait_status(r.admin_port, "/healthz", 200, 20000, body), 200);
 	ck_assert_int_eq(http_get(r.admin_port, "/readyz", body), 503);
 	ck_assert_ptr_nonnull(strstr(body, "\"postgres\""));
 	ck_assert_ptr_null(strstr(body, "secretpw"));
 	ck_assert_int_eq(http_get(r.admin_port, "/metrics", body), 200);
 	ck_assert_ptr_nonnull(strstr(body, "driftlock_dependency_up{dependency=\"postgres\"} 0"));
-	status = stop_service(&r, 15000);
+	status = dl_itest_stop(&r, 15000);
 	ck_assert(status >= 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	unlink(r.log_path);
 	free(body);
@@ -256,7 +157,7 @@ static int run_capture(const char *cmd, char *out, size_t outlen)
 START_TEST(test_service_config_errors)
 {
 	const char *svc = services[_i];
-	const char *build = need_env("DRIFTLOCK_BUILD_ROOT");
+	const char *build = dl_itest_env("DRIFTLOCK_BUILD_ROOT");
 	char cmd[1024], *out = malloc(65536);
 	int st;
 
@@ -285,8 +186,8 @@ END_TEST
 /* docs/configuration.md must list every variable of every service, as --help-markdown prints it. */
 START_TEST(test_configuration_doc_current)
 {
-	const char *build = need_env("DRIFTLOCK_BUILD_ROOT");
-	const char *src = need_env("DRIFTLOCK_SOURCE_ROOT");
+	const char *build = dl_itest_env("DRIFTLOCK_BUILD_ROOT");
+	const char *src = dl_itest_env("DRIFTLOCK_SOURCE_ROOT");
 	char cmd[1024], *out = malloc(65536), *doc = malloc(1 << 20);
 	FILE *f;
 	size_t n;
