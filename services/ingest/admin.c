@@ -10,9 +10,9 @@
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
 
+#include "common/dl_apikey.h"
 #include "common/dl_id.h"
 #include "common/dl_pg.h"
-#include "services/ingest/ingest_apikey.h"
 
 #define EXIT_USAGE 2
 
@@ -175,10 +175,10 @@ static int org_create(dl_pg *pg, const admin_args *a)
 static int key_create(dl_pg *pg, const admin_args *a)
 {
 	const char *secret = getenv("DRIFTLOCK_API_KEY_SECRET");
-	char key[INGEST_APIKEY_LEN + 1], prefix[INGEST_APIKEY_DISPLAY_LEN + 1], bytea[67],
+	char key[DL_APIKEY_LEN + 1], prefix[DL_APIKEY_DISPLAY_LEN + 1], bytea[67],
 		err[256];
-	uint8_t hash[INGEST_APIKEY_HASH_LEN];
-	ingest_apikey_hasher *h = NULL;
+	uint8_t hash[DL_APIKEY_HASH_LEN];
+	dl_apikey_hasher *h = NULL;
 	const char *p[4];
 	PGresult *res = NULL;
 	int rc;
@@ -187,22 +187,22 @@ static int key_create(dl_pg *pg, const admin_args *a)
 		return usage_error("key create needs --org ORG_ID%s", NULL);
 	if (a->name && strlen(a->name) > 200)
 		return usage_error("--name must be at most 200 characters%s", NULL);
-	if (!secret || strlen(secret) < INGEST_APIKEY_SECRET_MIN)
+	if (!secret || strlen(secret) < DL_APIKEY_SECRET_MIN)
 		return fail("set DRIFTLOCK_API_KEY_SECRET (at least 32 bytes, the same as ingest's)",
 			    NULL);
 	rc = check_org(pg, a->org);
 	if (rc)
 		return rc;
-	if (ingest_apikey_hasher_new(secret, strlen(secret), err, sizeof(err), &h) < 0)
+	if (dl_apikey_hasher_new(secret, strlen(secret), err, sizeof(err), &h) < 0)
 		return fail("cannot hash keys", err);
 	rc = 1;
-	if (ingest_apikey_new(key, sizeof(key)) < 0 ||
-	    ingest_apikey_hash(h, key, strlen(key), hash) < 0 ||
-	    ingest_apikey_display_prefix(key, prefix, sizeof(prefix)) < 0) {
+	if (dl_apikey_new(key, sizeof(key)) < 0 ||
+	    dl_apikey_hash(h, key, strlen(key), hash) < 0 ||
+	    dl_apikey_display_prefix(key, prefix, sizeof(prefix)) < 0) {
 		fail("cannot make a key (random generator or libcrypto failed)", NULL);
 		goto out;
 	}
-	ingest_apikey_hash_bytea(hash, bytea);
+	dl_apikey_hash_bytea(hash, bytea);
 	p[0] = a->org;
 	p[1] = prefix;
 	p[2] = bytea;
@@ -233,7 +233,7 @@ static int key_create(dl_pg *pg, const admin_args *a)
 	rc = 0;
 out:
 	OPENSSL_cleanse(key, sizeof(key));
-	ingest_apikey_hasher_free(h);
+	dl_apikey_hasher_free(h);
 	return rc;
 }
 

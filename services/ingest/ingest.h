@@ -14,7 +14,7 @@
 #include "common/dl_metrics.h"
 #include "common/dl_service.h"
 
-typedef struct ingest_db ingest_db;
+typedef struct dl_pgpool dl_pgpool;
 typedef struct ingest_auth ingest_auth;
 typedef struct ingest_ratelimit ingest_ratelimit;
 typedef struct ingest_sse ingest_sse;
@@ -29,7 +29,7 @@ typedef struct ingest_ctx {
 	dl_http_server *http;         /* the public listener */
 	dl_metrics_registry *metrics; /* served on the admin port's /metrics */
 	dl_kafka_producer *producer;  /* idempotent, acks=all (dl_deps) */
-	ingest_db *db;                /* PostgreSQL worker pool (ingest_db.h) */
+	dl_pgpool *db;                /* PostgreSQL worker pool (dl_pgpool.h) */
 	ingest_auth *auth;            /* API keys (ingest_auth.h) */
 	ingest_ratelimit *rl;         /* per key and per org limits in Redis (ingest_ratelimit.h) */
 	ingest_sse *sse;              /* live anomalies (ingest_sse.h) */

@@ -12,12 +12,12 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/dl_apikey.h"
 #include "common/dl_http.h"
 #include "common/dl_log.h"
 #include "common/dl_pg.h"
-#include "services/ingest/ingest_apikey.h"
+#include "common/dl_pgpool.h"
 #include "services/ingest/ingest_authcache.h"
-#include "services/ingest/ingest_db.h"
 
 /* A valid entry is refreshed in the background once this share of its TTL has passed, so a
  * key in steady use never waits for the database; a failed refresh is retried after
@@ -46,7 +46,7 @@ typedef struct waiter {
 
 typedef struct auth_job {
 	ingest_auth *auth; /* NULL once the module was freed: the job only frees itself */
-	uint8_t hash[INGEST_APIKEY_HASH_LEN];
+	uint8_t hash[DL_APIKEY_HASH_LEN];
 	char bytea[67];
 	struct timespec started;
 	/* Filled by the worker. */
@@ -60,8 +60,8 @@ typedef struct auth_job {
 } auth_job;
 
 struct ingest_auth {
-	ingest_db *db;
-	ingest_apikey_hasher *hasher;
+	dl_pgpool *db;
+	dl_apikey_hasher *hasher;
 	ingest_authcache *cache;
 	int64_t ttl_ms, negative_ttl_ms;
 	auth_job *pending;
@@ -355,10 +355,10 @@ static int start_lookup(ingest_auth *a, const uint8_t *hash, waiter *w)
 	if (!job)
 		return -ENOMEM;
 	job->auth = a;
-	memcpy(job->hash, hash, INGEST_APIKEY_HASH_LEN);
-	ingest_apikey_hash_bytea(hash, job->bytea);
+	memcpy(job->hash, hash, DL_APIKEY_HASH_LEN);
+	dl_apikey_hash_bytea(hash, job->bytea);
 	clock_gettime(CLOCK_MONOTONIC, &job->started);
-	r = ingest_db_submit(a->db, auth_work, auth_done, job);
+	r = dl_pgpool_submit(a->db, auth_work, auth_done, job);
 	if (r < 0) {
 		free(job);
 		return r;
@@ -380,7 +380,7 @@ static auth_job *find_pending(ingest_auth *a, const uint8_t *hash)
 	auth_job *job;
 
 	for (job = a->pending; job; job = job->next)
-		if (ingest_apikey_hash_equal(job->hash, hash))
+		if (dl_apikey_hash_equal(job->hash, hash))
 			return job;
 	return NULL;
 }
@@ -389,8 +389,8 @@ void ingest_auth_request(ingest_ctx *ctx, dl_http_req *req, unsigned flags, inge
 			 void *arg)
 {
 	ingest_auth *a = ctx->auth;
-	uint8_t hash[INGEST_APIKEY_HASH_LEN];
-	char key[INGEST_APIKEY_LEN + 1];
+	uint8_t hash[DL_APIKEY_HASH_LEN];
+	char key[DL_APIKEY_LEN + 1];
 	ingest_principal who;
 	bool refresh = false;
 	auth_job *job;
@@ -401,7 +401,7 @@ void ingest_auth_request(ingest_ctx *ctx, dl_http_req *req, unsigned flags, inge
 		reply_unavailable(NULL, req);
 		return;
 	}
-	r = ingest_apikey_from_headers(dl_http_req_header(req, "Authorization"),
+	r = dl_apikey_from_headers(dl_http_req_header(req, "Authorization"),
 				       dl_http_req_header(req, "X-Api-Key"), key, sizeof(key));
 	if (r == -ENOENT) {
 		reply_unauthorized(a, req, "missing_api_key",
@@ -415,7 +415,7 @@ void ingest_auth_request(ingest_ctx *ctx, dl_http_req *req, unsigned flags, inge
 				   "and digits");
 		return;
 	}
-	r = ingest_apikey_hash(a->hasher, key, strlen(key), hash);
+	r = dl_apikey_hash(a->hasher, key, strlen(key), hash);
 	memset(key, 0, sizeof(key));
 	if (r < 0) {
 		reply_unavailable(a, req);
@@ -471,7 +471,7 @@ void ingest_auth_request(ingest_ctx *ctx, dl_http_req *req, unsigned flags, inge
 
 /* ---------------------------------------------------------------- life cycle */
 
-int ingest_auth_new(ingest_db *db, dl_metrics_registry *metrics, const ingest_auth_options *opts,
+int ingest_auth_new(dl_pgpool *db, dl_metrics_registry *metrics, const ingest_auth_options *opts,
 		    char *errbuf, size_t errlen, ingest_auth **ret)
 {
 	static const double buckets[] = { .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5,
@@ -495,7 +495,7 @@ int ingest_auth_new(ingest_db *db, dl_metrics_registry *metrics, const ingest_au
 						   : (a->ttl_ms < 5000 ? a->ttl_ms : 5000);
 	if (a->negative_ttl_ms > a->ttl_ms)
 		a->negative_ttl_ms = a->ttl_ms;
-	r = ingest_apikey_hasher_new(opts->secret, opts->secret_len, errbuf, errlen, &a->hasher);
+	r = dl_apikey_hasher_new(opts->secret, opts->secret_len, errbuf, errlen, &a->hasher);
 	if (r < 0)
 		goto out_free;
 	max_bad = max_keys / 4 > 16 ? max_keys / 4 : 16;
@@ -532,7 +532,7 @@ int ingest_auth_new(ingest_db *db, dl_metrics_registry *metrics, const ingest_au
 
 out_free:
 	ingest_authcache_free(a->cache);
-	ingest_apikey_hasher_free(a->hasher);
+	dl_apikey_hasher_free(a->hasher);
 	free(a);
 	return r;
 }
@@ -556,6 +556,6 @@ void ingest_auth_free(ingest_auth *a)
 		job->prev = job->next = NULL;
 	}
 	ingest_authcache_free(a->cache);
-	ingest_apikey_hasher_free(a->hasher);
+	dl_apikey_hasher_free(a->hasher);
 	free(a);
 }

@@ -32,7 +32,7 @@ typedef struct ingest_auth_options {
  * org's plan, billing state and period usage inside dl_pg_begin_org), metrics register in
  * metrics. db and metrics must outlive it. Returns 0 and *ret, or -EINVAL (bad option, short
  * secret) / -ENOMEM / -EIO with text in errbuf; *ret untouched on failure. Loop thread. */
-int ingest_auth_new(ingest_db *db, dl_metrics_registry *metrics, const ingest_auth_options *opts,
+int ingest_auth_new(dl_pgpool *db, dl_metrics_registry *metrics, const ingest_auth_options *opts,
 		    char *errbuf, size_t errlen, ingest_auth **ret);
 
 /* Frees the module. Requests still waiting for a look-up are answered 503 at once; look-ups

@@ -7,7 +7,7 @@
 #include <string.h>
 
 typedef struct entry {
-	uint8_t hash[INGEST_APIKEY_HASH_LEN];
+	uint8_t hash[DL_APIKEY_HASH_LEN];
 	bool valid;
 	int64_t expires_ms;
 	int64_t refresh_ms;
@@ -67,7 +67,7 @@ static entry **find_slot(ingest_authcache *c, const uint8_t *hash)
 {
 	entry **pp = &c->buckets[bucket_of(c, hash)];
 
-	while (*pp && !ingest_apikey_hash_equal((*pp)->hash, hash))
+	while (*pp && !dl_apikey_hash_equal((*pp)->hash, hash))
 		pp = &(*pp)->chain;
 	return pp;
 }
@@ -108,7 +108,7 @@ int ingest_authcache_new(size_t max_valid, size_t max_invalid, ingest_authcache 
 }
 
 ingest_authcache_result ingest_authcache_get(ingest_authcache *c,
-					     const uint8_t hash[INGEST_APIKEY_HASH_LEN],
+					     const uint8_t hash[DL_APIKEY_HASH_LEN],
 					     int64_t now_ms, int64_t retry_ms, ingest_principal *ret_who,
 					     bool *ret_refresh)
 {
@@ -136,7 +136,7 @@ ingest_authcache_result ingest_authcache_get(ingest_authcache *c,
 	return INGEST_AUTHCACHE_VALID;
 }
 
-int ingest_authcache_put(ingest_authcache *c, const uint8_t hash[INGEST_APIKEY_HASH_LEN],
+int ingest_authcache_put(ingest_authcache *c, const uint8_t hash[DL_APIKEY_HASH_LEN],
 			 const ingest_principal *who, int64_t now_ms, int64_t ttl_ms,
 			 int64_t refresh_ms)
 {
@@ -156,7 +156,7 @@ int ingest_authcache_put(ingest_authcache *c, const uint8_t hash[INGEST_APIKEY_H
 	if (l->count >= l->max)
 		remove_entry(c, l->tail);
 	memset(e, 0, sizeof(*e));
-	memcpy(e->hash, hash, INGEST_APIKEY_HASH_LEN);
+	memcpy(e->hash, hash, DL_APIKEY_HASH_LEN);
 	e->valid = valid;
 	e->expires_ms = now_ms + ttl_ms;
 	e->refresh_ms = now_ms + (refresh_ms < ttl_ms ? refresh_ms : ttl_ms);
@@ -170,7 +170,7 @@ int ingest_authcache_put(ingest_authcache *c, const uint8_t hash[INGEST_APIKEY_H
 	return 0;
 }
 
-void ingest_authcache_forget(ingest_authcache *c, const uint8_t hash[INGEST_APIKEY_HASH_LEN])
+void ingest_authcache_forget(ingest_authcache *c, const uint8_t hash[DL_APIKEY_HASH_LEN])
 {
 	entry *e = *find_slot(c, hash);
 

@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/dl_apikey.h"
 #include "services/ingest/ingest.h"
-#include "services/ingest/ingest_apikey.h"
 
 typedef struct ingest_authcache ingest_authcache;
 
@@ -30,19 +30,19 @@ int ingest_authcache_new(size_t max_valid, size_t max_invalid, ingest_authcache 
  * up again in the background while still using this answer; the refresh time is then pushed
  * back by retry_ms so only one refresh is started at a time. */
 ingest_authcache_result ingest_authcache_get(ingest_authcache *c,
-					     const uint8_t hash[INGEST_APIKEY_HASH_LEN],
+					     const uint8_t hash[DL_APIKEY_HASH_LEN],
 					     int64_t now_ms, int64_t retry_ms, ingest_principal *ret_who,
 					     bool *ret_refresh);
 
 /* Stores a look-up result at now_ms, replacing any entry for hash: who (copied) for a valid key,
  * NULL for an invalid one. The entry expires at now_ms + ttl_ms; a valid one is due for a
  * refresh at now_ms + refresh_ms (<= ttl_ms). Returns 0 or -ENOMEM (nothing cached). */
-int ingest_authcache_put(ingest_authcache *c, const uint8_t hash[INGEST_APIKEY_HASH_LEN],
+int ingest_authcache_put(ingest_authcache *c, const uint8_t hash[DL_APIKEY_HASH_LEN],
 			 const ingest_principal *who, int64_t now_ms, int64_t ttl_ms,
 			 int64_t refresh_ms);
 
 /* Drops the entry for hash, if any. */
-void ingest_authcache_forget(ingest_authcache *c, const uint8_t hash[INGEST_APIKEY_HASH_LEN]);
+void ingest_authcache_forget(ingest_authcache *c, const uint8_t hash[DL_APIKEY_HASH_LEN]);
 
 /* Entries held of one kind (valid true) or the other (expired ones not yet dropped included). */
 size_t ingest_authcache_count(const ingest_authcache *c, bool valid);

@@ -17,11 +17,11 @@
 #include "common/dl_log.h"
 #include "common/dl_metrics.h"
 #include "common/dl_pg.h"
+#include "common/dl_pgpool.h"
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
 #include "proto/proto_topics.h"
 #include "services/ingest/ingest_auth.h"
-#include "services/ingest/ingest_db.h"
 #include "services/ingest/ingest_read_params.h"
 
 #define READ_HISTORY_MAX 100 /* status changes shown with one anomaly, newest first */
@@ -894,7 +894,7 @@ static void read_authed(dl_http_req *req, const ingest_principal *who, void *arg
 		read_job_free(job);
 		return;
 	}
-	r = ingest_db_submit(rs.ctx->db, read_work, read_done, job);
+	r = dl_pgpool_submit(rs.ctx->db, read_work, read_done, job);
 	if (r < 0) {
 		read_fail_count(job, r == -EAGAIN ? "queue_full" : "unavailable");
 		dl_log_warn("read API: database queue refused the request", "request_id",

@@ -19,12 +19,12 @@
 #include "common/dl_log.h"
 #include "common/dl_metrics.h"
 #include "common/dl_pg.h"
+#include "common/dl_pgpool.h"
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
 #include "proto/proto_topics.h"
 #include "services/ingest/ingest_auth.h"
 #include "services/ingest/ingest_config.h"
-#include "services/ingest/ingest_db.h"
 #include "services/ingest/ingest_sse_frame.h"
 
 #define SSE_ORG_BUCKETS 256
@@ -943,7 +943,7 @@ static void on_auth(dl_http_req *req, const ingest_principal *who, void *arg)
 			job->limit = s->cfg->sse_replay_max + 1;
 			job_filters(job, c);
 		}
-		rc = job != NULL ? ingest_db_submit(s->ctx->db, replay_work, replay_done, job)
+		rc = job != NULL ? dl_pgpool_submit(s->ctx->db, replay_work, replay_done, job)
 				 : -ENOMEM;
 		if (rc < 0) {
 			free(job);

@@ -15,12 +15,12 @@
 #include "common/dl_log.h"
 #include "common/dl_main.h"
 #include "common/dl_metrics.h"
+#include "common/dl_pgpool.h"
 #include "common/dl_service.h"
 #include "services/ingest/ingest.h"
 #include "services/ingest/ingest_config.h"
 #include "services/ingest/ingest_auth.h"
 #include "services/ingest/ingest_body.h"
-#include "services/ingest/ingest_db.h"
 #include "services/ingest/ingest_events.h"
 #include "services/ingest/ingest_ratelimit.h"
 #include "services/ingest/ingest_read.h"
@@ -173,9 +173,9 @@ static void ingest_drain_poll_cb(evutil_socket_t fd, short what, void *opaque)
 
 	(void)fd;
 	(void)what;
-	dl_metric_set(st->m_db_pending, NULL, (double)ingest_db_pending(st->ctx.db));
+	dl_metric_set(st->m_db_pending, NULL, (double)dl_pgpool_pending(st->ctx.db));
 	if (inflight == 0 && ingest_events_inflight(st->events) == 0 &&
-	    ingest_db_pending(st->ctx.db) == 0) {
+	    dl_pgpool_pending(st->ctx.db) == 0) {
 		event_del(st->drain_timer);
 		dl_service_drained(st->ctx.svc);
 	}
@@ -277,7 +277,7 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 		goto out_free_http;
 	pgo.statement_timeout_ms = (int)cfg->db_statement_timeout_ms;
 	pgo.application_name = "driftlock-ingest";
-	r = ingest_db_new(st->ctx.base, cfg->pg_dsn, &pgo, (int)cfg->db_threads,
+	r = dl_pgpool_new(st->ctx.base, cfg->pg_dsn, &pgo, (int)cfg->db_threads,
 			  (size_t)cfg->db_queue, errbuf, errlen, &st->ctx.db);
 	if (r < 0)
 		goto out_free_http;
@@ -346,7 +346,7 @@ out_free_rl:
 out_free_auth:
 	ingest_auth_free(st->ctx.auth);
 out_free_db:
-	ingest_db_free(st->ctx.db);
+	dl_pgpool_free(st->ctx.db);
 out_free_http:
 	dl_http_server_free(st->ctx.http);
 out_free_state:
@@ -367,7 +367,7 @@ static void ingest_teardown(void *opaque)
 	ingest_events_free(st->events);
 	ingest_ratelimit_free(st->ctx.rl);
 	ingest_auth_free(st->ctx.auth);
-	ingest_db_free(st->ctx.db);
+	dl_pgpool_free(st->ctx.db);
 	free(st);
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* ingest_db: a pool of worker threads, each with its own PostgreSQL connection, for the loop. */
-#include "services/ingest/ingest_db.h"
+/* dl_pgpool: a pool of worker threads, each with its own PostgreSQL connection, for the loop. */
+#include "common/dl_pgpool.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -15,8 +15,8 @@
 
 #include <event2/event.h>
 
-#define INGEST_DB_MAX_THREADS 64
-#define INGEST_DB_CONNECT_BACKOFF_MS 500 /* a worker that failed to connect waits this long */
+#define DL_PGPOOL_MAX_THREADS 64
+#define DL_PGPOOL_CONNECT_BACKOFF_MS 500 /* a worker that failed to connect waits this long */
 
 /*
  * Why threads and not libpq's asynchronous API on the loop: every module's database work is
@@ -26,23 +26,23 @@
  * lists under one mutex; a worker wakes the loop through an eventfd when it finished one.
  */
 
-typedef struct ingest_db_job {
-	struct ingest_db_job *next;
-	ingest_db_work_fn work;
-	ingest_db_done_fn done;
+typedef struct dl_pgpool_job {
+	struct dl_pgpool_job *next;
+	dl_pgpool_work_fn work;
+	dl_pgpool_done_fn done;
 	void *arg;
 	int rc;
-} ingest_db_job;
+} dl_pgpool_job;
 
-typedef struct ingest_db_worker {
-	struct ingest_db *db;
+typedef struct dl_pgpool_worker {
+	struct dl_pgpool *db;
 	pthread_t thread;
 	bool started;
 	dl_pg *pg;
 	int64_t retry_at_ms; /* no connection attempt before this (monotonic) */
-} ingest_db_worker;
+} dl_pgpool_worker;
 
-struct ingest_db {
+struct dl_pgpool {
 	struct event_base *base;
 	struct event *done_ev;
 	int efd;
@@ -51,14 +51,14 @@ struct ingest_db {
 	char app_name[64];
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
-	ingest_db_job *todo_head, *todo_tail; /* queued, not started */
-	ingest_db_job *done_head, *done_tail; /* finished, completion not run yet */
+	dl_pgpool_job *todo_head, *todo_tail; /* queued, not started */
+	dl_pgpool_job *done_head, *done_tail; /* finished, completion not run yet */
 	size_t queued;                        /* todo list length */
 	size_t pending;                       /* submitted, completion not run yet */
 	size_t queue_max;
 	bool stopping;
 	int nworkers;
-	ingest_db_worker workers[];
+	dl_pgpool_worker workers[];
 };
 
 static int64_t mono_ms(void)
@@ -69,7 +69,7 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void list_push(ingest_db_job **head, ingest_db_job **tail, ingest_db_job *j)
+static void list_push(dl_pgpool_job **head, dl_pgpool_job **tail, dl_pgpool_job *j)
 {
 	j->next = NULL;
 	if (*tail)
@@ -79,9 +79,9 @@ static void list_push(ingest_db_job **head, ingest_db_job **tail, ingest_db_job 
 	*tail = j;
 }
 
-static ingest_db_job *list_pop(ingest_db_job **head, ingest_db_job **tail)
+static dl_pgpool_job *list_pop(dl_pgpool_job **head, dl_pgpool_job **tail)
 {
-	ingest_db_job *j = *head;
+	dl_pgpool_job *j = *head;
 
 	if (j) {
 		*head = j->next;
@@ -93,7 +93,7 @@ static ingest_db_job *list_pop(ingest_db_job **head, ingest_db_job **tail)
 
 /* The connection of w, made on first need; NULL while the database cannot be reached (then
  * the next attempt waits for a backoff so a down database is not hammered by every job). */
-static dl_pg *worker_pg(ingest_db_worker *w)
+static dl_pg *worker_pg(dl_pgpool_worker *w)
 {
 	char errbuf[256];
 	int64_t now = mono_ms();
@@ -104,7 +104,7 @@ static dl_pg *worker_pg(ingest_db_worker *w)
 		return NULL;
 	if (dl_pg_connect(w->db->dsn, &w->db->opts, errbuf, sizeof(errbuf), &w->pg) < 0) {
 		w->pg = NULL;
-		w->retry_at_ms = now + INGEST_DB_CONNECT_BACKOFF_MS;
+		w->retry_at_ms = now + DL_PGPOOL_CONNECT_BACKOFF_MS;
 		return NULL;
 	}
 	return w->pg;
@@ -112,19 +112,19 @@ static dl_pg *worker_pg(ingest_db_worker *w)
 
 static void *worker_main(void *opaque)
 {
-	ingest_db_worker *w = opaque;
-	ingest_db *db = w->db;
+	dl_pgpool_worker *w = opaque;
+	dl_pgpool *db = w->db;
 	uint64_t one = 1;
 
 	for (;;) {
-		ingest_db_job *j;
+		dl_pgpool_job *j;
 		dl_pg *pg;
 
 		pthread_mutex_lock(&db->mu);
 		while (!db->todo_head && !db->stopping)
 			pthread_cond_wait(&db->cond, &db->mu);
 		if (db->stopping) {
-			/* Jobs not started are cancelled by ingest_db_free on the loop. */
+			/* Jobs not started are cancelled by dl_pgpool_free on the loop. */
 			pthread_mutex_unlock(&db->mu);
 			break;
 		}
@@ -148,16 +148,16 @@ static void *worker_main(void *opaque)
 }
 
 /* Runs the completions of finished jobs on the loop. */
-static void run_done(ingest_db *db)
+static void run_done(dl_pgpool *db)
 {
-	ingest_db_job *list;
+	dl_pgpool_job *list;
 
 	pthread_mutex_lock(&db->mu);
 	list = db->done_head;
 	db->done_head = db->done_tail = NULL;
 	pthread_mutex_unlock(&db->mu);
 	while (list) {
-		ingest_db_job *j = list;
+		dl_pgpool_job *j = list;
 
 		list = j->next;
 		db->pending--;
@@ -177,15 +177,15 @@ static void done_cb(evutil_socket_t fd, short what, void *opaque)
 	run_done(opaque);
 }
 
-int ingest_db_new(struct event_base *base, const char *dsn, const dl_pg_options *opts,
-		  int nthreads, size_t queue_max, char *errbuf, size_t errlen, ingest_db **ret)
+int dl_pgpool_new(struct event_base *base, const char *dsn, const dl_pg_options *opts,
+		 int nthreads, size_t queue_max, char *errbuf, size_t errlen, dl_pgpool **ret)
 {
-	ingest_db *db;
+	dl_pgpool *db;
 	int i, r;
 
-	if (nthreads < 1 || nthreads > INGEST_DB_MAX_THREADS || queue_max == 0 || !dsn) {
+	if (nthreads < 1 || nthreads > DL_PGPOOL_MAX_THREADS || queue_max == 0 || !dsn) {
 		snprintf(errbuf, errlen, "database pool: threads must be 1-%d and the queue > 0",
-			 INGEST_DB_MAX_THREADS);
+			 DL_PGPOOL_MAX_THREADS);
 		return -EINVAL;
 	}
 	db = calloc(1, sizeof(*db) + (size_t)nthreads * sizeof(db->workers[0]));
@@ -197,7 +197,7 @@ int ingest_db_new(struct event_base *base, const char *dsn, const dl_pg_options 
 	if (opts)
 		db->opts = *opts;
 	snprintf(db->app_name, sizeof(db->app_name), "%s",
-		 db->opts.application_name ? db->opts.application_name : "driftlock-ingest");
+		 db->opts.application_name ? db->opts.application_name : "driftlock");
 	db->opts.application_name = db->app_name;
 	db->dsn = strdup(dsn);
 	if (!db->dsn)
@@ -220,7 +220,7 @@ int ingest_db_new(struct event_base *base, const char *dsn, const dl_pg_options 
 		if (r != 0) {
 			snprintf(errbuf, errlen, "database pool: cannot start a thread: %s",
 				 strerror(r));
-			ingest_db_free(db);
+			dl_pgpool_free(db);
 			return -r;
 		}
 		db->workers[i].started = true;
@@ -246,9 +246,9 @@ out_nomem:
 	return -ENOMEM;
 }
 
-int ingest_db_submit(ingest_db *db, ingest_db_work_fn work, ingest_db_done_fn done, void *arg)
+int dl_pgpool_submit(dl_pgpool *db, dl_pgpool_work_fn work, dl_pgpool_done_fn done, void *arg)
 {
-	ingest_db_job *j;
+	dl_pgpool_job *j;
 
 	if (db->stopping)
 		return -ESHUTDOWN;
@@ -269,14 +269,14 @@ int ingest_db_submit(ingest_db *db, ingest_db_work_fn work, ingest_db_done_fn do
 	return 0;
 }
 
-size_t ingest_db_pending(const ingest_db *db)
+size_t dl_pgpool_pending(const dl_pgpool *db)
 {
 	return db ? db->pending : 0;
 }
 
-void ingest_db_free(ingest_db *db)
+void dl_pgpool_free(dl_pgpool *db)
 {
-	ingest_db_job *j;
+	dl_pgpool_job *j;
 	int i;
 
 	if (!db)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Integration suite for ingest_db: jobs on the pool's own connections, completions on the loop. */
+/* Integration suite for dl_pgpool: jobs on the pool's own connections, completions on the loop. */
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -8,7 +8,7 @@
 
 #include <event2/event.h>
 
-#include "services/ingest/ingest_db.h"
+#include "common/dl_pgpool.h"
 #include "tests/support/dl_itest.h"
 
 typedef struct job {
@@ -67,21 +67,21 @@ static void job_done(int rc, void *arg)
 START_TEST(test_db_jobs_complete_on_loop)
 {
 	struct event_base *base = event_base_new();
-	ingest_db *db = NULL;
+	dl_pgpool *db = NULL;
 	char errbuf[256];
 	job jobs[64];
 	int remaining = 64, i;
 
 	memset(jobs, 0, sizeof(jobs));
-	ck_assert_int_eq(ingest_db_new(base, dl_itest_env("DRIFTLOCK_PG_DSN_INGEST"), NULL, 4, 128,
+	ck_assert_int_eq(dl_pgpool_new(base, dl_itest_env("DRIFTLOCK_PG_DSN_INGEST"), NULL, 4, 128,
 				       errbuf, sizeof(errbuf), &db),
 			 0);
 	for (i = 0; i < 64; i++) {
 		jobs[i].remaining = &remaining;
 		jobs[i].base = base;
-		ck_assert_int_eq(ingest_db_submit(db, work_select, job_done, &jobs[i]), 0);
+		ck_assert_int_eq(dl_pgpool_submit(db, work_select, job_done, &jobs[i]), 0);
 	}
-	ck_assert_uint_eq(ingest_db_pending(db), 64);
+	ck_assert_uint_eq(dl_pgpool_pending(db), 64);
 	event_base_dispatch(base);
 	for (i = 0; i < 64; i++) {
 		ck_assert_int_eq(jobs[i].done, 1);
@@ -90,8 +90,8 @@ START_TEST(test_db_jobs_complete_on_loop)
 		ck_assert(pthread_equal(jobs[i].done_on, pthread_self()));
 		ck_assert(!pthread_equal(jobs[i].worker, pthread_self()));
 	}
-	ck_assert_uint_eq(ingest_db_pending(db), 0);
-	ingest_db_free(db);
+	ck_assert_uint_eq(dl_pgpool_pending(db), 0);
+	dl_pgpool_free(db);
 	event_base_free(base);
 }
 END_TEST
@@ -100,19 +100,19 @@ END_TEST
 START_TEST(test_db_queue_full_and_cancel)
 {
 	struct event_base *base = event_base_new();
-	ingest_db *db = NULL;
+	dl_pgpool *db = NULL;
 	char errbuf[256];
 	job jobs[8];
 	int remaining = 1000, i, accepted = 0, refused = 0, cancelled = 0, ran = 0;
 
 	memset(jobs, 0, sizeof(jobs));
-	ck_assert_int_eq(ingest_db_new(base, dl_itest_env("DRIFTLOCK_PG_DSN_INGEST"), NULL, 1, 3,
+	ck_assert_int_eq(dl_pgpool_new(base, dl_itest_env("DRIFTLOCK_PG_DSN_INGEST"), NULL, 1, 3,
 				       errbuf, sizeof(errbuf), &db),
 			 0);
 	for (i = 0; i < 8; i++) {
 		jobs[i].remaining = &remaining;
 		jobs[i].base = base;
-		if (ingest_db_submit(db, work_sleep, job_done, &jobs[i]) == 0)
+		if (dl_pgpool_submit(db, work_sleep, job_done, &jobs[i]) == 0)
 			accepted++;
 		else
 			refused++;
@@ -121,7 +121,7 @@ START_TEST(test_db_queue_full_and_cancel)
 	ck_assert_int_ge(accepted, 3);
 	ck_assert_int_le(accepted, 4);
 	ck_assert_int_eq(accepted + refused, 8);
-	ingest_db_free(db);
+	dl_pgpool_free(db);
 	for (i = 0; i < 8; i++) {
 		ck_assert_int_le(jobs[i].done, 1);
 		if (jobs[i].done && jobs[i].rc == -ECANCELED)
@@ -139,7 +139,7 @@ END_TEST
 START_TEST(test_db_unreachable)
 {
 	struct event_base *base = event_base_new();
-	ingest_db *db = NULL;
+	dl_pgpool *db = NULL;
 	char errbuf[256], dsn[128];
 	job j;
 	int remaining = 1;
@@ -149,19 +149,19 @@ START_TEST(test_db_unreachable)
 	j.base = base;
 	snprintf(dsn, sizeof(dsn), "postgresql://nobody@127.0.0.1:%d/none?connect_timeout=2",
 		 dl_itest_free_port());
-	ck_assert_int_eq(ingest_db_new(base, dsn, NULL, 1, 4, errbuf, sizeof(errbuf), &db), 0);
-	ck_assert_int_eq(ingest_db_submit(db, work_select, job_done, &j), 0);
+	ck_assert_int_eq(dl_pgpool_new(base, dsn, NULL, 1, 4, errbuf, sizeof(errbuf), &db), 0);
+	ck_assert_int_eq(dl_pgpool_submit(db, work_select, job_done, &j), 0);
 	event_base_dispatch(base);
 	ck_assert_int_eq(j.done, 1);
 	ck_assert_int_eq(j.rc, -ENOTCONN);
-	ingest_db_free(db);
+	dl_pgpool_free(db);
 	event_base_free(base);
 }
 END_TEST
 
-static Suite *ingest_db_suite(void)
+static Suite *dl_pgpool_suite(void)
 {
-	Suite *s = suite_create("ingest_db");
+	Suite *s = suite_create("dl_pgpool");
 	TCase *tc = tcase_create("pool");
 
 	tcase_set_timeout(tc, 60);
@@ -174,7 +174,7 @@ static Suite *ingest_db_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(ingest_db_suite());
+	SRunner *sr = srunner_create(dl_pgpool_suite());
 	int failed;
 
 	srunner_run_all(sr, CK_NORMAL);

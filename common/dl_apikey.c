@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* ingest_apikey: the API key format, its keyed hash (HMAC-SHA-256) and the request headers that carry it. */
-#include "services/ingest/ingest_apikey.h"
+/* dl_apikey: the API key format, its keyed hash (HMAC-SHA-256) and the request headers that carry it. */
+#include "common/dl_apikey.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,18 +15,18 @@
 
 #include "common/dl_id.h"
 
-#define PREFIX_LEN (sizeof(INGEST_APIKEY_PREFIX) - 1)
+#define PREFIX_LEN (sizeof(DL_APIKEY_PREFIX) - 1)
 
-struct ingest_apikey_hasher {
+struct dl_apikey_hasher {
 	EVP_MAC *mac;
 	EVP_MAC_CTX *ctx; /* keyed once; re-initialised per hash with the same key */
 };
 
-int ingest_apikey_new(char *out, size_t outlen)
+int dl_apikey_new(char *out, size_t outlen)
 {
-	if (outlen < INGEST_APIKEY_LEN + 1)
+	if (outlen < DL_APIKEY_LEN + 1)
 		return -ENOSPC;
-	return dl_id_random_token(INGEST_APIKEY_PREFIX, INGEST_APIKEY_RANDOM_BYTES, out, outlen);
+	return dl_id_random_token(DL_APIKEY_PREFIX, DL_APIKEY_RANDOM_BYTES, out, outlen);
 }
 
 static bool is_base62(char c)
@@ -38,7 +38,7 @@ static bool well_formed_n(const char *key, size_t len)
 {
 	size_t i;
 
-	if (len != INGEST_APIKEY_LEN || memcmp(key, INGEST_APIKEY_PREFIX, PREFIX_LEN) != 0)
+	if (len != DL_APIKEY_LEN || memcmp(key, DL_APIKEY_PREFIX, PREFIX_LEN) != 0)
 		return false;
 	for (i = PREFIX_LEN; i < len; i++)
 		if (!is_base62(key[i]))
@@ -46,7 +46,7 @@ static bool well_formed_n(const char *key, size_t len)
 	return true;
 }
 
-bool ingest_apikey_well_formed(const char *key)
+bool dl_apikey_well_formed(const char *key)
 {
 	return key && well_formed_n(key, strlen(key));
 }
@@ -62,7 +62,7 @@ static void trim(const char **s, size_t *len)
 		(*len)--;
 }
 
-int ingest_apikey_from_headers(const char *authorization, const char *x_api_key, char *out,
+int dl_apikey_from_headers(const char *authorization, const char *x_api_key, char *out,
 			       size_t outlen)
 {
 	const char *v = NULL;
@@ -100,31 +100,31 @@ int ingest_apikey_from_headers(const char *authorization, const char *x_api_key,
 	return 0;
 }
 
-int ingest_apikey_display_prefix(const char *key, char *out, size_t outlen)
+int dl_apikey_display_prefix(const char *key, char *out, size_t outlen)
 {
-	if (!ingest_apikey_well_formed(key))
+	if (!dl_apikey_well_formed(key))
 		return -EINVAL;
-	if (outlen < INGEST_APIKEY_DISPLAY_LEN + 1)
+	if (outlen < DL_APIKEY_DISPLAY_LEN + 1)
 		return -ENOSPC;
-	memcpy(out, key, INGEST_APIKEY_DISPLAY_LEN);
-	out[INGEST_APIKEY_DISPLAY_LEN] = '\0';
+	memcpy(out, key, DL_APIKEY_DISPLAY_LEN);
+	out[DL_APIKEY_DISPLAY_LEN] = '\0';
 	return 0;
 }
 
-int ingest_apikey_hasher_new(const void *secret, size_t secret_len, char *errbuf, size_t errlen,
-			     ingest_apikey_hasher **ret)
+int dl_apikey_hasher_new(const void *secret, size_t secret_len, char *errbuf, size_t errlen,
+			     dl_apikey_hasher **ret)
 {
 	char digest[] = "SHA256";
 	OSSL_PARAM params[] = {
 		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
 		OSSL_PARAM_construct_end(),
 	};
-	ingest_apikey_hasher *h;
+	dl_apikey_hasher *h;
 	int r;
 
-	if (!secret || secret_len < INGEST_APIKEY_SECRET_MIN) {
+	if (!secret || secret_len < DL_APIKEY_SECRET_MIN) {
 		snprintf(errbuf, errlen, "the API key secret must be at least %d bytes long",
-			 INGEST_APIKEY_SECRET_MIN);
+			 DL_APIKEY_SECRET_MIN);
 		return -EINVAL;
 	}
 	h = calloc(1, sizeof(*h));
@@ -152,12 +152,12 @@ int ingest_apikey_hasher_new(const void *secret, size_t secret_len, char *errbuf
 	return 0;
 
 out_free:
-	ingest_apikey_hasher_free(h);
+	dl_apikey_hasher_free(h);
 	return r;
 }
 
-int ingest_apikey_hash(ingest_apikey_hasher *h, const char *key, size_t len,
-		       uint8_t out[INGEST_APIKEY_HASH_LEN])
+int dl_apikey_hash(dl_apikey_hasher *h, const char *key, size_t len,
+		       uint8_t out[DL_APIKEY_HASH_LEN])
 {
 	uint8_t md[EVP_MAX_MD_SIZE];
 	size_t mdlen = 0;
@@ -165,14 +165,14 @@ int ingest_apikey_hash(ingest_apikey_hasher *h, const char *key, size_t len,
 	/* A NULL key re-initialises with the key given at creation. */
 	if (!EVP_MAC_init(h->ctx, NULL, 0, NULL) ||
 	    !EVP_MAC_update(h->ctx, (const unsigned char *)key, len) ||
-	    !EVP_MAC_final(h->ctx, md, &mdlen, sizeof(md)) || mdlen != INGEST_APIKEY_HASH_LEN)
+	    !EVP_MAC_final(h->ctx, md, &mdlen, sizeof(md)) || mdlen != DL_APIKEY_HASH_LEN)
 		return -EIO;
-	memcpy(out, md, INGEST_APIKEY_HASH_LEN);
+	memcpy(out, md, DL_APIKEY_HASH_LEN);
 	OPENSSL_cleanse(md, sizeof(md));
 	return 0;
 }
 
-void ingest_apikey_hasher_free(ingest_apikey_hasher *h)
+void dl_apikey_hasher_free(dl_apikey_hasher *h)
 {
 	if (!h)
 		return;
@@ -181,15 +181,15 @@ void ingest_apikey_hasher_free(ingest_apikey_hasher *h)
 	free(h);
 }
 
-bool ingest_apikey_hash_equal(const uint8_t a[INGEST_APIKEY_HASH_LEN],
-			      const uint8_t b[INGEST_APIKEY_HASH_LEN])
+bool dl_apikey_hash_equal(const uint8_t a[DL_APIKEY_HASH_LEN],
+			      const uint8_t b[DL_APIKEY_HASH_LEN])
 {
-	return CRYPTO_memcmp(a, b, INGEST_APIKEY_HASH_LEN) == 0;
+	return CRYPTO_memcmp(a, b, DL_APIKEY_HASH_LEN) == 0;
 }
 
-void ingest_apikey_hash_bytea(const uint8_t h[INGEST_APIKEY_HASH_LEN], char out[67])
+void dl_apikey_hash_bytea(const uint8_t h[DL_APIKEY_HASH_LEN], char out[67])
 {
 	out[0] = '\\';
 	out[1] = 'x';
-	dl_id_hex(h, INGEST_APIKEY_HASH_LEN, out + 2, 65);
+	dl_id_hex(h, DL_APIKEY_HASH_LEN, out + 2, 65);
 }
