@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/dl_id.h"
 #include "common/dl_log.h"
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
@@ -22,6 +23,8 @@
 #define DET_IDLE_PER_TURN 16
 #define DET_MAX_PARTITIONS 100000
 #define DET_LOG_EVERY_MS 10000
+#define DET_LOOKUP_RETRY_MS 1000 /* a failed settings or key look-up is asked again after this */
+#define DET_DIRECT_ID_NS "driftlock.detector.direct_event.v1"
 
 /*
  * Delivery and checkpoints.
@@ -49,8 +52,15 @@ typedef struct det_stream {
 	int32_t partition;
 	int64_t skip_below; /* events below this offset are already in the restored state */
 	bool dirty;
+	bool paused; /* the user paused the stream: its events are skipped */
+	bool status_queued; /* processed events not yet reported to det_settings */
+	struct det_stream *status_next;
+	int64_t last_event_ms; /* event time of the last processed event */
 	int64_t last_seen_ms; /* monotonic */
 } det_stream;
+
+/* A look-up the held message waits for (a new stream's settings, a direct producer's key). */
+enum det_lookup { DET_LOOKUP_NONE, DET_LOOKUP_INFLIGHT, DET_LOOKUP_DONE };
 
 typedef struct det_part {
 	bool assigned;
@@ -99,6 +109,26 @@ struct det_pipeline {
 	det_out *retry_head;
 	rd_kafka_message_t *held; /* taken but not processed: its stream's state is unavailable */
 
+	/* The settings of the stream key (org_id:stream) a held message waits for. */
+	struct {
+		enum det_lookup state;
+		char key[PROTO_STREAM_KEY_MAX + 1];
+		int rc;
+		cbad_settings s;
+		bool paused;
+		int64_t retry_at_ms;
+	} sl;
+	/* The org of the API key of the direct producer's message (partition, offset). */
+	struct {
+		enum det_lookup state;
+		int32_t partition;
+		int64_t offset;
+		int rc;
+		char org_id[PROTO_ORG_ID_LEN + 1];
+		int64_t retry_at_ms;
+	} kc;
+	det_stream *status_head; /* streams with status to report */
+
 	size_t nassigned;
 	dl_metric *m_partitions;
 	dl_metric *m_events, *m_anomalies, *m_dlq, *m_streams, *m_memory, *m_checkpoints,
@@ -138,6 +168,50 @@ static void stream_unlink_idle(det_pipeline *p, det_stream *s)
 	s->idle_queued = false;
 }
 
+/* Reports s's status to det_settings (buffered there, written in batches). */
+static void stream_report(det_pipeline *p, det_stream *s)
+{
+	cbad_status st;
+
+	if (!p->opts.settings || p->freeing || !s->d)
+		return;
+	cbad_detector_status(s->d, &st);
+	det_settings_status(p->opts.settings, s->org_id, s->stream, &st, s->last_event_ms);
+}
+
+static void stream_unlink_status(det_pipeline *p, det_stream *s)
+{
+	for (det_stream **pp = &p->status_head; *pp; pp = &(*pp)->status_next) {
+		if (*pp == s) {
+			*pp = s->status_next;
+			break;
+		}
+	}
+	s->status_queued = false;
+	stream_report(p, s);
+}
+
+/* Reports the status of every stream that processed events since the last report. */
+static void status_report(det_pipeline *p)
+{
+	while (p->status_head) {
+		det_stream *s = p->status_head;
+
+		p->status_head = s->status_next;
+		s->status_queued = false;
+		stream_report(p, s);
+	}
+}
+
+/* Stops watching the settings of a stream leaving memory (evicted or revoked). */
+static void stream_forget(det_pipeline *p, det_stream *s)
+{
+	if (s->status_queued)
+		stream_unlink_status(p, s); /* its last status first */
+	if (p->opts.settings && !p->freeing)
+		det_settings_forget(p->opts.settings, s->org_id, s->stream);
+}
+
 static void stream_free(det_pipeline *p, det_stream *s)
 {
 	det_stream **pp = &p->buckets[hash_key(s->key)];
@@ -148,6 +222,8 @@ static void stream_free(det_pipeline *p, det_stream *s)
 		*pp = s->next;
 	if (s->idle_queued)
 		stream_unlink_idle(p, s);
+	if (s->status_queued)
+		stream_unlink_status(p, s);
 	cbad_detector_free(s->d);
 	free(s);
 	p->nstreams--;
@@ -351,10 +427,70 @@ static const char *decode_reason(int rc, const char *err)
 
 /* ---- streams ---- */
 
-/* The stream of ev, restored from its snapshot or created. Returns 0, -EAGAIN when the state
- * store cannot answer now (retry later), -ENOMEM. */
+/* True when a and b differ only in their sensitivity (which a detector changes live). */
+static bool settings_same_structure(const cbad_settings *a, const cbad_settings *b)
+{
+	if (a->baseline_events != b->baseline_events || a->baseline_bytes != b->baseline_bytes ||
+	    a->window_events != b->window_events || a->hop_events != b->hop_events ||
+	    a->zstd_level != b->zstd_level || a->mask != b->mask ||
+	    a->max_event_bytes != b->max_event_bytes || a->max_entities != b->max_entities ||
+	    a->nentity_fields != b->nentity_fields || a->nvalue_fields != b->nvalue_fields ||
+	    a->seed != b->seed)
+		return false;
+	for (size_t i = 0; i < a->nentity_fields && i < CBAD_MAX_ENTITY_FIELDS; i++)
+		if (strncmp(a->entity_fields[i], b->entity_fields[i], CBAD_FIELD_NAME_MAX) != 0)
+			return false;
+	for (size_t i = 0; i < a->nvalue_fields && i < CBAD_MAX_VALUE_FIELDS; i++)
+		if (strncmp(a->value_fields[i], b->value_fields[i], CBAD_FIELD_NAME_MAX) != 0)
+			return false;
+	return true;
+}
+
+/*
+ * Brings s's detector to cfg: the sensitivity in place (learned state kept); any other change
+ * (windows, baseline, entity or value fields, masks...) needs a new detector, which calibrates
+ * again. why says what triggered it, for the log. Returns 0 or a negative errno (the detector is
+ * kept then).
+ */
+static int stream_apply(det_pipeline *p, det_stream *s, const cbad_settings *cfg, const char *why)
+{
+	const cbad_settings *cur = cbad_detector_settings(s->d);
+	cbad_detector *nd = NULL;
+	char err[256] = "", sens[32];
+	int r;
+
+	(void)p;
+	if (settings_same_structure(cur, cfg)) {
+		if (cur->sensitivity == cfg->sensitivity)
+			return 0;
+		r = cbad_detector_set_sensitivity(s->d, cfg->sensitivity);
+		if (r < 0)
+			return r;
+		s->dirty = true;
+		snprintf(sens, sizeof(sens), "%.3f", cfg->sensitivity);
+		dl_log_info("stream sensitivity changed", "org", s->org_id, "stream", s->stream,
+			    "sensitivity", sens, "cause", why);
+		return 0;
+	}
+	r = cbad_detector_new(cfg, &nd, err, sizeof(err));
+	if (r < 0) {
+		dl_log_error("stream settings changed but no detector can be made from them; the "
+			     "old one is kept",
+			     "org", s->org_id, "stream", s->stream, "error", err);
+		return r;
+	}
+	cbad_detector_free(s->d);
+	s->d = nd;
+	s->dirty = true;
+	dl_log_info("stream settings changed: new detector, calibrating again", "org", s->org_id,
+		    "stream", s->stream, "cause", why);
+	return 0;
+}
+
+/* The stream of ev, restored from its snapshot or created, on settings cfg. Returns 0, -EAGAIN
+ * when the state store cannot answer now (retry later), -ENOMEM. */
 static int stream_get(det_pipeline *p, const struct proto_event *ev, const char *key,
-		      int32_t partition, det_stream **ret)
+		      int32_t partition, const cbad_settings *cfg, bool paused, det_stream **ret)
 {
 	det_stream *s = stream_find(p, key);
 	char err[256] = "";
@@ -374,6 +510,8 @@ static int stream_get(det_pipeline *p, const struct proto_event *ev, const char 
 	memcpy(s->stream, ev->stream, sizeof(s->stream));
 	s->partition = partition;
 	s->skip_below = -1;
+	s->paused = paused;
+	s->last_event_ms = -1;
 	r = p->store.load(p->store.opaque, ev->org_id, ev->stream, &s->d, &spart, &snext, err,
 			  sizeof(err));
 	if (r == 0) {
@@ -383,12 +521,14 @@ static int stream_get(det_pipeline *p, const struct proto_event *ev, const char 
 			dl_log_warn("snapshot from another partition: state kept, offsets ignored",
 				    "org", ev->org_id, "stream", ev->stream);
 		dl_log_debug("stream restored", "org", ev->org_id, "stream", ev->stream);
+		/* The settings may have changed while no worker held the stream. */
+		stream_apply(p, s, cfg, "settings changed since the snapshot");
 	} else if (r == -ENOENT || r == -EBADMSG) {
 		/* None, or one that cannot be used: start afresh; the next checkpoint replaces it. */
 		if (r == -EBADMSG)
 			dl_log_warn("stream snapshot unusable, calibrating again", "org", ev->org_id,
 				    "stream", ev->stream, "error", err);
-		r = cbad_detector_new(&p->defaults, &s->d, err, sizeof(err));
+		r = cbad_detector_new(cfg, &s->d, err, sizeof(err));
 		if (r < 0) {
 			dl_log_error("cannot create a detector", "org", ev->org_id, "stream",
 				     ev->stream, "error", err);
@@ -433,11 +573,220 @@ static const char *event_text(const struct proto_event *ev, size_t *ret_len, cha
 	return *ret_tmp ? *ret_tmp : ev->payload;
 }
 
+/* ---- look-ups the held message waits for ---- */
+
+static bool lookup_transient(int rc)
+{
+	return rc != -ENOENT && rc != -EINVAL && rc != -EACCES;
+}
+
+static void lookup_log(det_pipeline *p, const char *what, int rc)
+{
+	char code[16];
+
+	if (mono_ms() - p->last_unavailable_log_ms < DET_LOG_EVERY_MS)
+		return;
+	p->last_unavailable_log_ms = mono_ms();
+	snprintf(code, sizeof(code), "%d", rc);
+	dl_log_warn(what, "errno", code, "error", strerror(-rc));
+}
+
+static void on_settings(int rc, const char *org_id, const char *stream, const cbad_settings *cfg,
+			double sensitivity, bool paused, void *arg)
+{
+	det_pipeline *p = arg;
+	char key[PROTO_STREAM_KEY_MAX + 2];
+
+	(void)sensitivity; /* already in cfg->sensitivity */
+	snprintf(key, sizeof(key), "%s:%s", org_id ? org_id : "", stream ? stream : "");
+	if (p->sl.state != DET_LOOKUP_INFLIGHT || strcmp(key, p->sl.key) != 0)
+		return;
+	p->sl.state = DET_LOOKUP_DONE;
+	p->sl.rc = rc < 0 ? rc : (cfg ? 0 : -EIO);
+	if (p->sl.rc == 0) {
+		p->sl.s = *cfg;
+		p->sl.paused = paused;
+	} else if (lookup_transient(p->sl.rc)) {
+		p->sl.retry_at_ms = mono_ms() + DET_LOOKUP_RETRY_MS;
+		lookup_log(p, "stream settings unavailable, its events wait", p->sl.rc);
+	}
+	event_active(p->work_ev, 0, 0);
+}
+
+/*
+ * The settings of a stream new to this process. Returns 0 with them in p->sl; 1 when its events
+ * are dead letters (*ret_code, *ret_why); -EAGAIN while they are being read or cannot be now.
+ */
+static int settings_for(det_pipeline *p, const struct proto_event *ev, const char *key,
+			const char **ret_code, const char **ret_why)
+{
+	if (p->sl.state == DET_LOOKUP_INFLIGHT)
+		return -EAGAIN; /* one at a time; a stale one (revoked message) still answers */
+	if (p->sl.state == DET_LOOKUP_DONE && strcmp(p->sl.key, key) == 0) {
+		if (p->sl.rc == 0)
+			return 0;
+		if (p->sl.rc == -ENOENT) {
+			p->sl.state = DET_LOOKUP_NONE;
+			*ret_code = "unknown_org";
+			*ret_why = "event: the org does not exist";
+			return 1;
+		}
+		if (p->sl.rc == -EINVAL) {
+			p->sl.state = DET_LOOKUP_NONE;
+			*ret_code = "invalid_stream";
+			*ret_why = "event: the org id or the stream name is not valid";
+			return 1;
+		}
+		if (mono_ms() < p->sl.retry_at_ms)
+			return -EAGAIN;
+	}
+	p->sl.state = DET_LOOKUP_INFLIGHT;
+	snprintf(p->sl.key, sizeof(p->sl.key), "%s", key);
+	det_settings_get(p->opts.settings, ev->org_id, ev->stream, on_settings, p);
+	return -EAGAIN;
+}
+
+/* A change of a held stream's settings, sensitivity or pause (det_settings' poller). */
+static void on_settings_change(int rc, const char *org_id, const char *stream,
+			       const cbad_settings *cfg, double sensitivity, bool paused,
+			       void *arg)
+{
+	det_pipeline *p = arg;
+	char key[PROTO_STREAM_KEY_MAX + 2];
+	det_stream *s;
+
+	(void)sensitivity;
+	if (rc < 0 || !cfg || !org_id || !stream)
+		return;
+	snprintf(key, sizeof(key), "%s:%s", org_id, stream);
+	s = stream_find(p, key);
+	if (!s)
+		return; /* picked up when it is next loaded */
+	if (s->paused != paused) {
+		s->paused = paused;
+		dl_log_info(paused ? "stream paused: its events are skipped" : "stream resumed",
+			    "org", org_id, "stream", stream);
+	}
+	stream_apply(p, s, cfg, "settings changed");
+}
+
+static void on_key(int rc, const char *org_id, void *arg)
+{
+	det_pipeline *p = arg;
+
+	if (p->kc.state != DET_LOOKUP_INFLIGHT)
+		return;
+	p->kc.state = DET_LOOKUP_DONE;
+	p->kc.rc = rc < 0 ? rc : (org_id ? 0 : -EIO);
+	if (p->kc.rc == 0) {
+		snprintf(p->kc.org_id, sizeof(p->kc.org_id), "%s", org_id);
+	} else if (lookup_transient(p->kc.rc)) {
+		p->kc.retry_at_ms = mono_ms() + DET_LOOKUP_RETRY_MS;
+		lookup_log(p, "API key check unavailable, the direct producer's events wait",
+			   p->kc.rc);
+	}
+	event_active(p->work_ev, 0, 0);
+}
+
+/* The event id of a direct producer's message: its top-level "id" string when that is a valid
+ * id, else derived from where the message is (so a replay gives the same id). */
+static void direct_event_id(const det_pipeline *p, const rd_kafka_message_t *msg, char *out,
+			    size_t outlen)
+{
+	char buf[PROTO_DLQ_TOPIC_MAX + 64], id[DL_ID_UUID_LEN + 1];
+	const char *payload = msg->payload;
+	int n;
+
+	if (msg->len > 0 && payload[0] == '{') {
+		cJSON *v = cJSON_ParseWithLength(payload, msg->len);
+		const cJSON *m = cJSON_GetObjectItemCaseSensitive(v, "id");
+
+		if (cJSON_IsString(m) && dl_id_is_valid_token(m->valuestring, PROTO_ID_MAX)) {
+			snprintf(out, outlen, "%s", m->valuestring);
+			cJSON_Delete(v);
+			return;
+		}
+		cJSON_Delete(v);
+	}
+	n = snprintf(buf, sizeof(buf), "%s%c%d%c%lld", p->topic, '\0', (int)msg->partition, '\0',
+		     (long long)msg->offset);
+	dl_id_derive(DET_DIRECT_ID_NS, buf, (size_t)n, id);
+	snprintf(out, outlen, "%s", id);
+}
+
+/*
+ * Reads msg, which is not an envelope (env_code, env_why: why), as a direct producer's raw
+ * event. Returns 0 with *ev filled (caller frees), 1 when it was dead-lettered, -EAGAIN while
+ * its API key is being checked or cannot be now.
+ */
+static int direct_event(det_pipeline *p, const rd_kafka_message_t *msg, const char *env_code,
+			const char *env_why, struct proto_event *ev)
+{
+	rd_kafka_headers_t *hdrs = NULL;
+	det_keys_direct d;
+	const char *reason = NULL;
+	char err[256] = "";
+	bool mine;
+	rd_kafka_timestamp_type_t tstype;
+	int64_t ts;
+	int r;
+
+	if (rd_kafka_message_headers(msg, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		hdrs = NULL;
+	r = det_keys_direct_parse(hdrs, msg->payload, msg->len, &d, &reason, err, sizeof(err));
+	if (r == -ENOENT) {
+		dead_letter(p, msg, env_code, env_why);
+		return 1;
+	}
+	if (r < 0) {
+		dead_letter(p, msg, reason ? reason : "invalid_event", err);
+		return 1;
+	}
+	if (p->kc.state == DET_LOOKUP_INFLIGHT)
+		return -EAGAIN;
+	mine = p->kc.state == DET_LOOKUP_DONE && p->kc.partition == msg->partition &&
+	       p->kc.offset == msg->offset;
+	if (!mine || (lookup_transient(p->kc.rc) && p->kc.rc < 0 &&
+		      mono_ms() >= p->kc.retry_at_ms)) {
+		p->kc.state = DET_LOOKUP_INFLIGHT;
+		p->kc.partition = msg->partition;
+		p->kc.offset = msg->offset;
+		det_keys_check(p->opts.keys, d.key, strlen(d.key), on_key, p); /* may answer now */
+		if (p->kc.state != DET_LOOKUP_DONE)
+			return -EAGAIN;
+	}
+	if (p->kc.rc == -EINVAL || p->kc.rc == -EACCES) {
+		dead_letter(p, msg, "invalid_api_key",
+			    "event: the driftlock-api-key header is not a valid key of any org");
+		return 1;
+	}
+	if (p->kc.rc < 0)
+		return -EAGAIN;
+	memset(ev, 0, sizeof(*ev));
+	direct_event_id(p, msg, ev->id, sizeof(ev->id));
+	snprintf(ev->org_id, sizeof(ev->org_id), "%s", p->kc.org_id);
+	snprintf(ev->stream, sizeof(ev->stream), "%s", d.stream);
+	ts = rd_kafka_message_timestamp(msg, &tstype);
+	ev->received_at_ms = dl_time_now_ms();
+	ev->ts_ms = ts > 0 ? ts : ev->received_at_ms;
+	ev->source = PROTO_EVENT_SOURCE_KAFKA;
+	ev->payload = malloc(msg->len + 1);
+	if (!ev->payload)
+		return -EAGAIN;
+	memcpy(ev->payload, msg->payload, msg->len);
+	ev->payload[msg->len] = '\0';
+	ev->payload_len = msg->len;
+	return 0;
+}
+
+/* ---- processing ---- */
+
 /* Processes one message. Returns 0 when it is done with (the caller destroys it), -EAGAIN when
  * it must be retried later (the caller holds it). */
 static int process_message(det_pipeline *p, const rd_kafka_message_t *msg)
 {
-	static const char *const processed[] = { "processed" }, *const replayed[] = { "replayed" };
+	static const char *const processed[] = { "processed" }, *const replayed[] = { "replayed" },
+			  *const paused[] = { "paused" };
 	struct proto_event ev;
 	det_part *part = part_get(p, msg->partition);
 	char err[512] = "", key[PROTO_STREAM_KEY_MAX + 1];
@@ -456,7 +805,14 @@ static int process_message(det_pipeline *p, const rd_kafka_message_t *msg)
 		goto out_done;
 	}
 	r = proto_event_decode(msg->payload, msg->len, &ev, err, sizeof(err));
-	if (r < 0) {
+	if (r < 0 && p->opts.keys) {
+		/* Not an envelope: perhaps a direct producer's raw event. */
+		r = direct_event(p, msg, decode_reason(r, err), err, &ev);
+		if (r == -EAGAIN)
+			return -EAGAIN;
+		if (r > 0)
+			goto out_done;
+	} else if (r < 0) {
 		dead_letter(p, msg, decode_reason(r, err), err);
 		goto out_done;
 	}
@@ -467,7 +823,25 @@ static int process_message(det_pipeline *p, const rd_kafka_message_t *msg)
 			    "event: the message key is not the envelope's org_id:stream");
 		goto out_free_event;
 	}
-	r = stream_get(p, &ev, key, msg->partition, &s);
+	s = stream_find(p, key);
+	if (!s && p->opts.settings) {
+		const char *code = NULL, *why = NULL;
+
+		r = settings_for(p, &ev, key, &code, &why);
+		if (r == -EAGAIN) {
+			proto_event_free(&ev);
+			return -EAGAIN;
+		}
+		if (r > 0) {
+			dead_letter(p, msg, code, why);
+			goto out_free_event;
+		}
+		r = stream_get(p, &ev, key, msg->partition, &p->sl.s, p->sl.paused, &s);
+		if (r == 0)
+			p->sl.state = DET_LOOKUP_NONE;
+	} else {
+		r = stream_get(p, &ev, key, msg->partition, &p->defaults, false, &s);
+	}
 	if (r == -EAGAIN) {
 		proto_event_free(&ev);
 		return -EAGAIN;
@@ -481,10 +855,20 @@ static int process_message(det_pipeline *p, const rd_kafka_message_t *msg)
 		dl_metric_inc(p->m_events, replayed, 1);
 		goto out_free_event;
 	}
+	if (s->paused) {
+		dl_metric_inc(p->m_events, paused, 1);
+		goto out_free_event;
+	}
 	text = event_text(&ev, &tlen, &tmp);
 	cbad_detector_process(s->d, text, tlen, ev.ts_ms, &res);
 	free(tmp);
 	s->dirty = true;
+	s->last_event_ms = ev.ts_ms;
+	if (!s->status_queued) {
+		s->status_queued = true;
+		s->status_next = p->status_head;
+		p->status_head = s;
+	}
 	if (!s->idle_queued && cbad_detector_idle_pending(s->d)) {
 		s->idle_queued = true;
 		s->idle_next = p->idle_head;
@@ -611,6 +995,7 @@ static void evict(det_pipeline *p)
 
 			if (!s->dirty && now - s->last_seen_ms >= p->opts.idle_evict_ms) {
 				dl_metric_inc(p->m_evictions, NULL, 1);
+				stream_forget(p, s);
 				stream_free(p, s);
 			} else {
 				cbad_detector_status(s->d, &st);
@@ -631,6 +1016,7 @@ static void evict(det_pipeline *p)
 		cbad_detector_status(oldest->d, &st);
 		mem -= (double)st.memory_bytes;
 		dl_metric_inc(p->m_evictions, NULL, 1);
+		stream_forget(p, oldest);
 		stream_free(p, oldest);
 	}
 	dl_metric_set(p->m_memory, NULL, mem > 0 ? mem : 0);
@@ -755,8 +1141,10 @@ static void on_revoke(void *opaque, const rd_kafka_topic_partition_list_t *parts
 		while (s) {
 			det_stream *nx = s->next;
 
-			if (rd_kafka_topic_partition_list_find(parts, p->topic, s->partition))
+			if (rd_kafka_topic_partition_list_find(parts, p->topic, s->partition)) {
+				stream_forget(p, s);
 				stream_free(p, s);
+			}
 			s = nx;
 		}
 	}
@@ -842,6 +1230,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *opaque)
 	(void)fd;
 	(void)what;
 	dl_metric_set(p->m_inflight, NULL, (double)p->inflight);
+	status_report(p); /* det_settings buffers it and writes in batches */
 	if (p->phase == DET_BARRIER) {
 		barrier_step(p);
 		return;
@@ -951,6 +1340,9 @@ int det_pipeline_new(struct event_base *base, dl_kafka_producer *producer,
 		goto out_free_events;
 	}
 	p->last_checkpoint_ms = mono_ms();
+	p->kc.partition = -1;
+	if (p->opts.settings)
+		det_settings_on_change(p->opts.settings, on_settings_change, p);
 	*ret = p;
 	return 0;
 
@@ -999,6 +1391,9 @@ void det_pipeline_drain(det_pipeline *p, void (*done)(void *opaque), void *opaqu
 	p->drain_done = done;
 	p->drain_opaque = opaque;
 	p->draining = true;
+	status_report(p);
+	if (p->opts.settings)
+		det_settings_on_change(p->opts.settings, NULL, NULL);
 	if (p->phase == DET_CLOSED) {
 		if (done)
 			done(opaque);

@@ -13,6 +13,8 @@
 #include "common/dl_kafka.h"
 #include "common/dl_metrics.h"
 #include "services/detector/cbad/cbad.h"
+#include "services/detector/det_keys.h"
+#include "services/detector/det_settings.h"
 
 typedef struct det_pipeline det_pipeline;
 
@@ -52,6 +54,16 @@ typedef struct det_pipeline_options {
 	int64_t barrier_timeout_ms; /* longest wait for Kafka's acks before a checkpoint */
 	size_t batch_max;       /* messages processed per loop turn before yielding */
 	size_t max_streams;     /* streams held at once; the least recently used beyond it evicted */
+	/* Stream settings and status (borrowed; NULL = every stream runs on defaults). A new
+	 * stream's events wait for its settings; a paused stream's events are skipped; changes
+	 * apply live (a sensitivity in place, other settings with a new detector); status is
+	 * reported after each batch. Free it before the pipeline (the pipeline's free does not
+	 * touch it). */
+	det_settings *settings;
+	/* Direct producers' API keys (borrowed; NULL = only envelopes). A message that is not an
+	 * envelope but carries a driftlock-api-key header is read as a raw event of the key's org.
+	 * Free it before the pipeline. */
+	det_keys *keys;
 } det_pipeline_options;
 
 /*
