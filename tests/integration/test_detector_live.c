@@ -469,6 +469,110 @@ START_TEST(test_live_unknown_org)
 }
 END_TEST
 
+#define RESTART_LINES 5000
+#define RESTART_A 3000 /* [0, A): defaults; then stopped, sensitivity 1 while down */
+#define RESTART_B 4500 /* [A, B): restored, sensitivity 1; then window_events 100 */
+
+/*
+ * A sensitivity changed while no worker holds the stream applies to the detector restored from
+ * its snapshot (learned state kept); a change of another setting (window_events) gives the
+ * stream a new detector that calibrates again. The anomaly set equals CBAD's with the same
+ * changes at the same points.
+ */
+START_TEST(test_live_restore_and_structural_change)
+{
+	det_scenario sc = { 0 };
+	dl_kafka_producer *prod;
+	dl_itest_proc p;
+	char org[DL_ID_UUID_LEN + 1], apikey[128], err[256], v[128];
+	const char *stream = "live-restart";
+	const char *params[] = { NULL, NULL, NULL };
+	bool *want, *seen;
+	size_t nwant = 0, nwant_b = 0, got;
+	cbad_settings cs;
+	cbad_detector *d;
+	cbad_result res;
+	cbad_status cst;
+	int status;
+
+	det_scenario_load(&sc, SCENARIO, RESTART_LINES);
+	want = calloc(sc.n, sizeof(*want));
+	seen = calloc(sc.n, sizeof(*seen));
+	cbad_settings_default(&cs);
+	ck_assert_int_eq(cbad_detector_new(&cs, &d, err, sizeof(err)), 0);
+	for (size_t i = 0; i < sc.n; i++) {
+		if (i == RESTART_A)
+			ck_assert_int_eq(cbad_detector_set_sensitivity(d, 1), 0);
+		if (i == RESTART_B) {
+			cbad_detector_free(d);
+			ck_assert_int_eq(cbad_settings_apply_json(&cs, "{\"window_events\":100}", 21,
+								  err, sizeof(err)),
+					 0);
+			cs.sensitivity = 1;
+			ck_assert_int_eq(cbad_detector_new(&cs, &d, err, sizeof(err)), 0);
+		}
+		cbad_detector_process(d, sc.lines[i], sc.lens[i], sc.ts[i], &res);
+		want[i] = res.anomaly;
+		nwant += res.anomaly;
+		nwant_b += i >= RESTART_A && i < RESTART_B && res.anomaly;
+	}
+	cbad_detector_status(d, &cst);
+	cbad_detector_free(d);
+	ck_assert_uint_gt(nwant_b, 0);
+
+	dl_itest_org_with_key("itest-live-restart", NULL, org, apikey, sizeof(apikey));
+	params[0] = org;
+	params[1] = stream;
+	ck_assert_int_eq(dl_kafka_producer_new(dl_itest_env("DRIFTLOCK_KAFKA_BROKERS"),
+					       "itest-detector-restart", NULL, err, sizeof(err),
+					       &prod),
+			 0);
+	dl_itest_start("detector", live_env, &p);
+	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
+	produce_envelopes(prod, &sc, org, stream, 0, RESTART_A);
+	ck_assert_msg(wait_events_seen(org, stream, RESTART_A, 90000), "part A not processed");
+	status = dl_itest_stop(&p, 30000);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+
+	/* Changed while no worker holds the stream. */
+	dl_itest_sql("UPDATE streams SET sensitivity = 1 WHERE org_id = $1 AND name = $2", params,
+		     NULL, 0);
+	dl_itest_start("detector", live_env, &p);
+	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
+	produce_envelopes(prod, &sc, org, stream, RESTART_A, RESTART_B);
+	ck_assert_msg(wait_events_seen(org, stream, RESTART_B, 90000), "part B not processed");
+	ck_assert_double_gt(metric_value(p.admin_port,
+					 "driftlock_detector_snapshot_loads_total{result=\"restored\"} "),
+			    0);
+
+	/* Another window: a new detector, calibrating again. */
+	dl_itest_sql("UPDATE streams SET settings = '{\"window_events\": 100}' "
+		     "WHERE org_id = $1 AND name = $2",
+		     params, NULL, 0);
+	ck_assert_msg(wait_metric(p.admin_port, "driftlock_detector_settings_changes_total ", 1,
+				  10000) >= 0,
+		      "settings change not applied within 10 s, see %s", p.log_path);
+	produce_envelopes(prod, &sc, org, stream, RESTART_B, sc.n);
+	got = read_anomalies(org, nwant, 60000, seen, sc.n);
+	ck_assert_uint_eq(got, nwant);
+	for (size_t i = 0; i < sc.n; i++)
+		ck_assert_msg(seen[i] == want[i], "line %zu: detector %d, CBAD alone %d", i, seen[i],
+			      want[i]);
+	sleep_ms(1500); /* a status flush after the last event */
+	stream_col(org, stream, "status", v, sizeof(v));
+	ck_assert_str_eq(v, cst.calibrating ? "calibrating" : "active");
+	ck_assert(cst.calibrating); /* 500 events into a new 1000-event baseline */
+	status = dl_itest_stop(&p, 30000);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_kafka_producer_free(prod);
+	free(seen);
+	free(want);
+	det_scenario_free(&sc);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("detector_live");
@@ -480,6 +584,7 @@ int main(void)
 	tcase_add_test(tc, test_live_settings_and_status);
 	tcase_add_test(tc, test_live_direct_producers);
 	tcase_add_test(tc, test_live_unknown_org);
+	tcase_add_test(tc, test_live_restore_and_structural_change);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
