@@ -131,10 +131,13 @@ $(cat "$TMP/q1.txt")
 \`\`\`
 HDR
 } >"$OUT.tmp"
-# Keep the section tests/bench/ingest.sh writes (it needs a running stack, this script does not).
-if [ -f "$OUT" ] && grep -q '<!-- ingest:begin' "$OUT"; then
-	printf '\n' >>"$OUT.tmp"
-	sed -n '/<!-- ingest:begin/,/<!-- ingest:end -->/p' "$OUT" >>"$OUT.tmp"
-fi
+# Keep the sections tests/bench/ingest.sh and tests/bench/detector.sh write (they need a running
+# stack, this script does not).
+for sec in ingest detector; do
+	if [ -f "$OUT" ] && grep -q "<!-- $sec:begin" "$OUT"; then
+		printf '\n' >>"$OUT.tmp"
+		sed -n "/<!-- $sec:begin/,/<!-- $sec:end -->/p" "$OUT" >>"$OUT.tmp"
+	fi
+done
 mv "$OUT.tmp" "$OUT"
 echo "bench: wrote $OUT" >&2
