@@ -1214,8 +1214,15 @@ static void work_cb(evutil_socket_t fd, short what, void *opaque)
 		}
 		rd_kafka_message_destroy(msg);
 	}
-	if (n >= p->opts.batch_max)
-		event_active(p->work_ev, 0, 0); /* more may wait: yield to the loop first */
+	if (n >= p->opts.batch_max) {
+		/* More may wait. Yield to the loop first: an event made active from a callback
+		 * runs in the same pass of libevent's active queue, before it polls I/O again, so
+		 * event_active() here starved the admin port and the group's rebalance callbacks
+		 * for a whole backlog. A zero timeout runs work_cb after the next poll instead. */
+		static const struct timeval now = { 0, 0 };
+
+		event_add(p->work_ev, &now);
+	}
 }
 
 static void wake_cb(evutil_socket_t fd, short what, void *opaque)
