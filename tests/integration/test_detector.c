@@ -25,58 +25,12 @@
 static const char *const detector_env[] = { "DRIFTLOCK_DETECTOR_CHECKPOINT_INTERVAL=500ms",
 					    NULL };
 
-static void produce_lines(dl_kafka_producer *prod, const det_scenario *sc, const char *org,
-			  const char *key, size_t from, size_t to)
-{
-	char err[256];
-
-	for (size_t i = from; i < to; i++) {
-		size_t len = 0;
-		char *json = det_scenario_envelope(sc, i, org, STREAM, &len);
-
-		ck_assert_int_eq(dl_kafka_producer_produce(prod, DL_TOPIC_EVENTS, key, strlen(key),
-							   json, len, NULL, NULL, NULL, err,
-							   sizeof(err)),
-				 0);
-		free(json);
-		if ((i & 1023) == 0)
-			dl_kafka_producer_poll(prod, 0);
-	}
-	ck_assert_int_eq(dl_kafka_producer_flush(prod, 30000), 0);
-}
-
-/* Reads this org's anomalies: every one decodes and names an event of the scenario; sets seen[]
- * and returns how many messages there were (duplicates included). */
-static size_t read_anomalies(const char *org, size_t want, int timeout_ms, bool *seen, size_t n)
-{
-	dl_itest_msg *m = NULL;
-	size_t got = dl_itest_topic_read(DL_TOPIC_ANOMALIES, org, want, timeout_ms, &m);
-	struct proto_anomaly *a = malloc(sizeof(*a));
-	char err[256], id[PROTO_ID_MAX + 1];
-
-	for (size_t i = 0; i < got; i++) {
-		size_t line;
-
-		ck_assert_msg(proto_anomaly_decode(m[i].value, m[i].len, a, err, sizeof(err)) == 0,
-			      "%s", err);
-		ck_assert_str_eq(a->org_id, org);
-		ck_assert_int_eq(sscanf(a->event_id, "ev-%zu", &line), 1);
-		ck_assert_uint_lt(line, n);
-		snprintf(id, sizeof(id), "%s", a->id);
-		ck_assert(dl_id_is_uuid(id));
-		seen[line] = true;
-	}
-	dl_itest_msgs_free(m, got);
-	free(a);
-	return got;
-}
-
 START_TEST(test_detector_scenario_and_restart)
 {
 	det_scenario sc = { 0 };
 	dl_kafka_producer *prod;
 	dl_itest_proc p;
-	char org[DL_ID_UUID_LEN + 1], key[PROTO_STREAM_KEY_MAX + 1], err[256], metrics[1 << 16];
+	char org[DL_ID_UUID_LEN + 1], err[256], metrics[1 << 16];
 	size_t nwant, nfirst = 0, got;
 	bool *want, *seen;
 	int status;
@@ -94,7 +48,6 @@ START_TEST(test_detector_scenario_and_restart)
 
 		dl_itest_org_with_key("itest-detector", NULL, org, apikey, sizeof(apikey));
 	}
-	ck_assert_int_eq(proto_topics_stream_key(org, STREAM, key, sizeof(key), NULL, NULL, 0), 0);
 	ck_assert_int_eq(dl_kafka_producer_new(dl_itest_env("DRIFTLOCK_KAFKA_BROKERS"),
 					       "itest-detector", NULL, err, sizeof(err), &prod),
 			 0);
@@ -102,8 +55,8 @@ START_TEST(test_detector_scenario_and_restart)
 
 	dl_itest_start("detector", detector_env, &p);
 	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
-	produce_lines(prod, &sc, org, key, 0, SPLIT);
-	got = read_anomalies(org, nfirst, 90000, seen, sc.n);
+	det_scenario_produce(prod, &sc, org, STREAM, 0, SPLIT);
+	got = det_scenario_read_anomalies(org, nfirst, 90000, seen, sc.n);
 	ck_assert_uint_eq(got, nfirst);
 	ck_assert_int_eq(dl_itest_http(p.admin_port, "GET", "/metrics", NULL, NULL, 0, metrics,
 				       sizeof(metrics), NULL, 0),
@@ -115,10 +68,10 @@ START_TEST(test_detector_scenario_and_restart)
 		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
 
 	/* The rest arrives while it is down; the restarted worker takes it from the snapshot. */
-	produce_lines(prod, &sc, org, key, SPLIT, sc.n);
+	det_scenario_produce(prod, &sc, org, STREAM, SPLIT, sc.n);
 	dl_itest_start("detector", detector_env, &p);
 	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
-	got = read_anomalies(org, nwant, 90000, seen, sc.n);
+	got = det_scenario_read_anomalies(org, nwant, 90000, seen, sc.n);
 	ck_assert_uint_eq(got, nwant); /* nothing before the commit was produced again */
 	for (size_t i = 0; i < sc.n; i++)
 		ck_assert_msg(seen[i] == want[i], "line %zu: detector %d, CBAD alone %d", i, seen[i],

@@ -100,27 +100,6 @@ static bool wait_events_seen(const char *org, const char *stream, long long want
 	return false;
 }
 
-static void produce_envelopes(dl_kafka_producer *prod, const det_scenario *sc, const char *org,
-			      const char *stream, size_t from, size_t to)
-{
-	char err[256], key[PROTO_STREAM_KEY_MAX + 1];
-
-	ck_assert_int_eq(proto_topics_stream_key(org, stream, key, sizeof(key), NULL, NULL, 0), 0);
-	for (size_t i = from; i < to; i++) {
-		size_t len = 0;
-		char *json = det_scenario_envelope(sc, i, org, stream, &len);
-
-		ck_assert_int_eq(dl_kafka_producer_produce(prod, DL_TOPIC_EVENTS, key, strlen(key),
-							   json, len, NULL, NULL, NULL, err,
-							   sizeof(err)),
-				 0);
-		free(json);
-		if ((i & 1023) == 0)
-			dl_kafka_producer_poll(prod, 0);
-	}
-	ck_assert_int_eq(dl_kafka_producer_flush(prod, 30000), 0);
-}
-
 /* A direct producer's message: value as is, key, the line's time as the message timestamp,
  * and the driftlock-api-key / driftlock-stream headers when not NULL. */
 static void produce_raw(dl_kafka_producer *prod, const char *key, const void *value, size_t len,
@@ -141,30 +120,6 @@ static void produce_raw(dl_kafka_producer *prod, const char *key, const void *va
 	if (e)
 		rd_kafka_headers_destroy(h);
 	ck_assert_msg(e == RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(e));
-}
-
-/* This org's anomalies on the anomaly topic: seen[line] set from "ev-<line>" event ids;
- * returns how many there were. */
-static size_t read_anomalies(const char *org, size_t want, int timeout_ms, bool *seen, size_t n)
-{
-	dl_itest_msg *m = NULL;
-	size_t got = dl_itest_topic_read(DL_TOPIC_ANOMALIES, org, want, timeout_ms, &m);
-	struct proto_anomaly *a = malloc(sizeof(*a));
-	char err[256];
-
-	for (size_t i = 0; i < got; i++) {
-		size_t line;
-
-		ck_assert_msg(proto_anomaly_decode(m[i].value, m[i].len, a, err, sizeof(err)) == 0,
-			      "%s", err);
-		ck_assert_str_eq(a->org_id, org);
-		ck_assert_int_eq(sscanf(a->event_id, "ev-%zu", &line), 1);
-		ck_assert_uint_lt(line, n);
-		seen[line] = true;
-	}
-	dl_itest_msgs_free(m, got);
-	free(a);
-	return got;
 }
 
 #define LIVE_LINES 6000
@@ -237,7 +192,7 @@ START_TEST(test_live_settings_and_status)
 	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
 
 	/* Part A at sensitivity 0; the status follows in PostgreSQL. */
-	produce_envelopes(prod, &sc, org, stream, 0, LIVE_A);
+	det_scenario_produce(prod, &sc, org, stream, 0, LIVE_A);
 	ck_assert_msg(wait_events_seen(org, stream, LIVE_A, 90000),
 		      "events_seen did not reach %d, see %s", LIVE_A, p.log_path);
 	stream_col(org, stream, "status", v, sizeof(v));
@@ -246,7 +201,7 @@ START_TEST(test_live_settings_and_status)
 		   sizeof(v));
 	snprintf(ts, sizeof(ts), "%lld", (long long)sc.ts[LIVE_A - 1]);
 	ck_assert_str_eq(v, ts);
-	got = read_anomalies(org, nwant_a, 20000, seen, sc.n);
+	got = det_scenario_read_anomalies(org, nwant_a, 20000, seen, sc.n);
 	ck_assert_uint_eq(got, nwant_a);
 
 	/* Sensitivity 1 through SQL, as the API does: applied within 10 s, no restart. */
@@ -254,7 +209,7 @@ START_TEST(test_live_settings_and_status)
 		     NULL, 0);
 	took = wait_metric(p.admin_port, "driftlock_detector_settings_changes_total ", 1, 10000);
 	ck_assert_msg(took >= 0, "sensitivity change not applied within 10 s, see %s", p.log_path);
-	produce_envelopes(prod, &sc, org, stream, LIVE_A, LIVE_B);
+	det_scenario_produce(prod, &sc, org, stream, LIVE_A, LIVE_B);
 	ck_assert_msg(wait_events_seen(org, stream, LIVE_B, 90000), "part B not processed");
 
 	/* Paused: its events are skipped and counted; the row stays paused. */
@@ -262,7 +217,7 @@ START_TEST(test_live_settings_and_status)
 		     NULL, 0);
 	took = wait_metric(p.admin_port, "driftlock_detector_settings_changes_total ", 2, 10000);
 	ck_assert_msg(took >= 0, "pause not applied within 10 s, see %s", p.log_path);
-	produce_envelopes(prod, &sc, org, stream, LIVE_B, LIVE_C);
+	det_scenario_produce(prod, &sc, org, stream, LIVE_B, LIVE_C);
 	ck_assert_msg(wait_metric(p.admin_port,
 				  "driftlock_detector_events_total{outcome=\"paused\"} ",
 				  LIVE_C - LIVE_B, 60000) >= 0,
@@ -278,10 +233,10 @@ START_TEST(test_live_settings_and_status)
 		     NULL, 0);
 	took = wait_metric(p.admin_port, "driftlock_detector_settings_changes_total ", 3, 10000);
 	ck_assert_msg(took >= 0, "resume not applied within 10 s, see %s", p.log_path);
-	produce_envelopes(prod, &sc, org, stream, LIVE_C, sc.n);
+	det_scenario_produce(prod, &sc, org, stream, LIVE_C, sc.n);
 	ck_assert_msg(wait_events_seen(org, stream, (long long)(sc.n - (LIVE_C - LIVE_B)), 90000),
 		      "part C not processed, see %s", p.log_path);
-	got = read_anomalies(org, nwant, 30000, seen, sc.n);
+	got = det_scenario_read_anomalies(org, nwant, 30000, seen, sc.n);
 	ck_assert_uint_eq(got, nwant);
 	for (size_t i = 0; i < sc.n; i++)
 		ck_assert_msg(seen[i] == want[i], "line %zu: detector %d, CBAD alone %d", i, seen[i],
@@ -448,8 +403,8 @@ START_TEST(test_live_unknown_org)
 			 0);
 	dl_itest_start("detector", live_env, &p);
 	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
-	produce_envelopes(prod, &sc, ghost, "nobody", 0, 2);
-	produce_envelopes(prod, &sc, org, "somebody", 0, sc.n);
+	det_scenario_produce(prod, &sc, ghost, "nobody", 0, 2);
+	det_scenario_produce(prod, &sc, org, "somebody", 0, sc.n);
 	got = dl_itest_topic_read(DL_TOPIC_DLQ, ghost, 2, 30000, &m);
 	ck_assert_uint_eq(got, 2);
 	for (size_t i = 0; i < got; i++) {
@@ -529,7 +484,7 @@ START_TEST(test_live_restore_and_structural_change)
 			 0);
 	dl_itest_start("detector", live_env, &p);
 	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
-	produce_envelopes(prod, &sc, org, stream, 0, RESTART_A);
+	det_scenario_produce(prod, &sc, org, stream, 0, RESTART_A);
 	ck_assert_msg(wait_events_seen(org, stream, RESTART_A, 90000), "part A not processed");
 	status = dl_itest_stop(&p, 30000);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -540,7 +495,7 @@ START_TEST(test_live_restore_and_structural_change)
 		     NULL, 0);
 	dl_itest_start("detector", live_env, &p);
 	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
-	produce_envelopes(prod, &sc, org, stream, RESTART_A, RESTART_B);
+	det_scenario_produce(prod, &sc, org, stream, RESTART_A, RESTART_B);
 	ck_assert_msg(wait_events_seen(org, stream, RESTART_B, 90000), "part B not processed");
 	ck_assert_double_gt(metric_value(p.admin_port,
 					 "driftlock_detector_snapshot_loads_total{result=\"restored\"} "),
@@ -553,8 +508,8 @@ START_TEST(test_live_restore_and_structural_change)
 	ck_assert_msg(wait_metric(p.admin_port, "driftlock_detector_settings_changes_total ", 1,
 				  10000) >= 0,
 		      "settings change not applied within 10 s, see %s", p.log_path);
-	produce_envelopes(prod, &sc, org, stream, RESTART_B, sc.n);
-	got = read_anomalies(org, nwant, 60000, seen, sc.n);
+	det_scenario_produce(prod, &sc, org, stream, RESTART_B, sc.n);
+	got = det_scenario_read_anomalies(org, nwant, 60000, seen, sc.n);
 	ck_assert_uint_eq(got, nwant);
 	for (size_t i = 0; i < sc.n; i++)
 		ck_assert_msg(seen[i] == want[i], "line %zu: detector %d, CBAD alone %d", i, seen[i],

@@ -10,8 +10,11 @@
 #include <cjson/cJSON.h>
 #include <zlib.h>
 
+#include "common/dl_id.h"
 #include "common/dl_time.h"
+#include "proto/proto_anomaly.h"
 #include "proto/proto_event.h"
+#include "proto/proto_topics.h"
 #include "services/detector/cbad/cbad.h"
 #include "tests/support/dl_itest.h"
 
@@ -116,4 +119,52 @@ void det_scenario_free(det_scenario *sc)
 	free(sc->lens);
 	free(sc->ts);
 	free(sc->label);
+}
+
+void det_scenario_produce(dl_kafka_producer *prod, const det_scenario *sc, const char *org,
+			  const char *stream, size_t from, size_t to)
+{
+	char err[256], key[PROTO_STREAM_KEY_MAX + 1];
+
+	ck_assert_int_eq(proto_topics_stream_key(org, stream, key, sizeof(key), NULL, NULL, 0), 0);
+	for (size_t i = from; i < to; i++) {
+		size_t len = 0;
+		char *json = det_scenario_envelope(sc, i, org, stream, &len);
+
+		ck_assert_int_eq(dl_kafka_producer_produce(prod, DL_TOPIC_EVENTS, key, strlen(key),
+							   json, len, NULL, NULL, NULL, err,
+							   sizeof(err)),
+				 0);
+		free(json);
+		if ((i & 1023) == 0)
+			dl_kafka_producer_poll(prod, 0);
+	}
+	ck_assert_int_eq(dl_kafka_producer_flush(prod, 30000), 0);
+}
+
+size_t det_scenario_read_anomalies(const char *org, size_t want, int timeout_ms, bool *seen,
+				   size_t n)
+{
+	dl_itest_msg *m = NULL;
+	size_t got = dl_itest_topic_read(DL_TOPIC_ANOMALIES, org, want, timeout_ms, &m);
+	struct proto_anomaly *a = malloc(sizeof(*a));
+	char err[256], id[PROTO_ID_MAX + 1];
+
+	ck_assert_ptr_nonnull(a);
+	for (size_t i = 0; i < got; i++) {
+		size_t line;
+
+		ck_assert_msg(proto_anomaly_decode(m[i].value, m[i].len, a, err, sizeof(err)) == 0,
+			      "%s", err);
+		ck_assert_str_eq(a->org_id, org);
+		ck_assert_int_eq(sscanf(a->event_id, "ev-%zu", &line), 1);
+		ck_assert_uint_lt(line, n);
+		snprintf(id, sizeof(id), "%s", a->id);
+		ck_assert(dl_id_is_uuid(id));
+		seen[line] = true;
+		proto_anomaly_free(a);
+	}
+	dl_itest_msgs_free(m, got);
+	free(a);
+	return got;
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/dl_kafka.h"
+
 typedef struct det_scenario {
 	char **lines; /* NUL-terminated, without the newline */
 	size_t *lens;
@@ -29,6 +31,17 @@ bool *det_scenario_expected(const det_scenario *sc, size_t *ret_count);
  * line's bytes as payload (malloc'd JSON, *ret_len bytes). */
 char *det_scenario_envelope(const det_scenario *sc, size_t i, const char *org, const char *stream,
 			    size_t *ret_len);
+
+/* Produces lines [from, to) as envelopes of (org, stream) to driftlock.events.v1, keyed
+ * org:stream, and waits until Kafka acknowledged them. */
+void det_scenario_produce(dl_kafka_producer *prod, const det_scenario *sc, const char *org,
+			  const char *stream, size_t from, size_t to);
+
+/* Reads the org's anomalies: every one decodes, names an event "ev-<line>" of the scenario's n
+ * lines and has a UUID-shaped id; sets seen[line] and returns how many messages there were
+ * (duplicates included). */
+size_t det_scenario_read_anomalies(const char *org, size_t want, int timeout_ms, bool *seen,
+				   size_t n);
 
 void det_scenario_free(det_scenario *sc);
 
