@@ -3,18 +3,32 @@
 #include "proto/proto_event.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
 #include "proto/proto_json.h"
+#include "proto/proto_json_scan.h"
 
 static const char *const source_names[] = { "http", "kafka", NULL };
 
 const char *const proto_event_required_fields[] = {
 	"schema", "id", "org_id", "stream", "ts", "received_at", "source", "payload", NULL,
 };
+
+/* The bytes of ev in use: the fields before the attributes, and the attributes it holds. */
+static size_t event_used_size(const struct proto_event *ev)
+{
+	return offsetof(struct proto_event, attributes) +
+	       ev->nattributes * sizeof(ev->attributes[0]);
+}
+
+void proto_event_init(struct proto_event *ev)
+{
+	memset(ev, 0, offsetof(struct proto_event, attributes));
+}
 
 static int attributes_from_json(const cJSON *attrs, struct proto_event *ev, char *errbuf,
 				size_t errlen)
@@ -60,8 +74,10 @@ static int attributes_from_json(const cJSON *attrs, struct proto_event *ev, char
 	return 0;
 }
 
-static int event_from_json(const char *buf, size_t len, const cJSON *root, struct proto_event *ev,
-			   char *errbuf, size_t errlen)
+/* Reads the members of root into ev; the payload is the `plen` bytes at `payload` (its value on
+ * the wire, which the tree holds as null). */
+static int event_from_json(const cJSON *root, const char *payload, size_t plen,
+			   struct proto_event *ev, char *errbuf, size_t errlen)
 {
 	const cJSON *attrs;
 	int source, rc;
@@ -92,34 +108,89 @@ static int event_from_json(const char *buf, size_t len, const cJSON *root, struc
 	if (attrs != NULL && (rc = attributes_from_json(attrs, ev, errbuf, errlen)) < 0)
 		return rc;
 	/* Last, so nothing else can fail after the allocation. */
-	rc = proto_json_raw_member(buf, len, root, "payload", &ev->payload, &ev->payload_len);
-	if (rc == -ENOENT) {
-		proto_json_err(errbuf, errlen, "event.payload: is required");
-		return -EINVAL;
-	}
-	return rc;
+	ev->payload = malloc(plen + 1);
+	if (ev->payload == NULL)
+		return -ENOMEM;
+	memcpy(ev->payload, payload, plen);
+	ev->payload[plen] = '\0';
+	ev->payload_len = plen;
+	return 0;
 }
 
+/* The envelope is validated in one strict pass that also finds the payload; only the rest
+ * (the payload replaced by null) becomes a cJSON tree. Building a tree of the payload too, to
+ * copy its bytes out again, cost more than the detector spent on the event itself. */
 int proto_event_decode(const char *buf, size_t len, struct proto_event *ret, char *errbuf,
 		       size_t errlen)
 {
+	static const char *const raw[] = { "payload" };
+	struct proto_json_scan_error se = { 0 };
+	struct proto_json_member pm;
 	struct proto_event *ev;
+	size_t end, rlen;
 	cJSON *root;
+	char *rest;
 	int rc;
 
-	rc = proto_json_parse(buf, len, "event", PROTO_EVENT_MAX_BYTES, PROTO_EVENT_MAX_DEPTH, true,
-			      &root, errbuf, errlen);
-	if (rc < 0)
-		return rc;
-	ev = calloc(1, sizeof(*ev));
+	if (buf == NULL || len == 0) {
+		proto_json_err(errbuf, errlen, "event: empty message");
+		return -EINVAL;
+	}
+	if (len > PROTO_EVENT_MAX_BYTES) {
+		proto_json_err(errbuf, errlen, "event: message of %zu bytes exceeds the limit of %d bytes",
+			       len, PROTO_EVENT_MAX_BYTES);
+		return -EMSGSIZE;
+	}
+	if (proto_json_scan_object((const unsigned char *)buf, 0, len, PROTO_EVENT_MAX_DEPTH, raw, 1,
+				   &pm, &end, &se) < 0) {
+		/* The wording the other codecs use (proto_json_parse). */
+		if (strcmp(se.code, "not_an_object") == 0)
+			proto_json_err(errbuf, errlen, "event: must be a JSON object");
+		else if (strcmp(se.code, "too_deep") == 0 ||
+			 strncmp(se.why, "invalid UTF-8", 13) == 0 ||
+			 strncmp(se.why, "control character", 17) == 0)
+			proto_json_err(errbuf, errlen, "event: %s at byte %zu", se.why, se.pos);
+		else
+			proto_json_err(errbuf, errlen, "event: malformed JSON at byte %zu (%s)",
+				       se.pos, se.why);
+		return -EINVAL;
+	}
+	while (end < len && (buf[end] == ' ' || buf[end] == '\t' || buf[end] == '\n' ||
+			     buf[end] == '\r'))
+		end++;
+	if (end != len) {
+		proto_json_err(errbuf, errlen,
+			       "event: unexpected data after the JSON value at byte %zu", end);
+		return -EINVAL;
+	}
+	if (pm.seen) {
+		rlen = len - pm.vlen + 4;
+		rest = malloc(rlen);
+		if (rest == NULL)
+			return -ENOMEM;
+		memcpy(rest, buf, pm.voff);
+		memcpy(rest + pm.voff, "null", 4);
+		memcpy(rest + pm.voff + 4, buf + pm.voff + pm.vlen, len - pm.voff - pm.vlen);
+		root = cJSON_ParseWithLength(rest, rlen);
+		free(rest);
+	} else {
+		/* event_from_json reports the missing payload in the order of the schema. */
+		root = cJSON_ParseWithLength(buf, len);
+	}
+	if (root == NULL) /* valid JSON, so only memory can fail */
+		return -ENOMEM;
+	/* Decoded aside so *ret stays untouched on failure; only the header and the attributes in
+	 * use are written and copied (see proto_event_init). */
+	ev = malloc(sizeof(*ev));
 	if (ev == NULL) {
 		rc = -ENOMEM;
 		goto out_delete_root;
 	}
-	rc = event_from_json(buf, len, root, ev, errbuf, errlen);
+	proto_event_init(ev);
+	rc = event_from_json(root, buf + pm.voff, pm.vlen, ev, errbuf, errlen);
 	if (rc < 0)
 		goto out_free_event;
-	*ret = *ev;
+	memcpy(ret, ev, event_used_size(ev));
 	free(ev);
 	cJSON_Delete(root);
 	return 0;
@@ -221,5 +292,6 @@ void proto_event_free(struct proto_event *ev)
 	if (ev == NULL)
 		return;
 	free(ev->payload);
-	memset(ev, 0, sizeof(*ev));
+	/* Valid even after a failed decode: attributes_from_json counts only what it filled. */
+	memset(ev, 0, event_used_size(ev) < sizeof(*ev) ? event_used_size(ev) : sizeof(*ev));
 }

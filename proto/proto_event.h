@@ -63,7 +63,13 @@ int proto_event_encode(const struct proto_event *ev, char **ret_json, size_t *re
 int proto_event_decode(const char *buf, size_t len, struct proto_event *ret, char *errbuf,
 		       size_t errlen);
 
-/* Frees what ev owns (the payload) and zeroes ev. Accepts NULL. Does not free ev itself. */
+/* Makes ev an empty event (no payload, no attributes) without touching the attribute slots
+ * past nattributes: the struct is ~35 KiB, nearly all of it attribute buffers, and zeroing it
+ * whole per event costs more than decoding one. Use it instead of memset on a new event. */
+void proto_event_init(struct proto_event *ev);
+
+/* Frees what ev owns (the payload) and resets ev as proto_event_init does (the header and the
+ * attributes it held are zeroed). Accepts NULL. Does not free ev itself. */
 void proto_event_free(struct proto_event *ev);
 
 #endif /* DL_PROTO_EVENT_H */

@@ -762,7 +762,7 @@ static int direct_event(det_pipeline *p, const rd_kafka_message_t *msg, const ch
 	}
 	if (p->kc.rc < 0)
 		return -EAGAIN;
-	memset(ev, 0, sizeof(*ev));
+	proto_event_init(ev);
 	direct_event_id(p, msg, ev->id, sizeof(ev->id));
 	snprintf(ev->org_id, sizeof(ev->org_id), "%s", p->kc.org_id);
 	snprintf(ev->stream, sizeof(ev->stream), "%s", d.stream);
@@ -799,7 +799,7 @@ static int process_message(det_pipeline *p, const rd_kafka_message_t *msg)
 
 	if (!part)
 		return 0;
-	memset(&ev, 0, sizeof(ev));
+	proto_event_init(&ev);
 	if (!msg->payload || msg->len == 0) {
 		dead_letter(p, msg, "empty", "event: empty message");
 		goto out_done;

@@ -17,6 +17,7 @@
 #include "common/dl_id.h"
 #include "common/dl_time.h"
 #include "proto/proto_json.h"
+#include "proto/proto_json_scan.h"
 
 _Static_assert(INGEST_BODY_MAX_DEPTH_CAP <= 64, "the container stack is one 64-bit word");
 
@@ -51,13 +52,7 @@ struct verdict {
 /* The members of an event's top level that DriftLock reads (the first occurrence wins). */
 enum { MEMBER_STREAM, MEMBER_TS, MEMBER_ID, MEMBER_COUNT, MEMBER_NONE = -1 };
 
-struct member {
-	bool seen;
-	char type;     /* 's' string, 'n' number, 'o' anything else */
-	bool escaped;  /* a string with backslash escapes */
-	size_t off;    /* string: first byte after the quote; number: first byte */
-	size_t len;    /* string: bytes between the quotes; number: the token */
-};
+static const char *const member_names[MEMBER_COUNT] = { "stream", "ts", "id" };
 
 struct parser {
 	const unsigned char *p;
@@ -388,368 +383,9 @@ static bool is_ws(unsigned char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static int hex4(const unsigned char *s)
-{
-	int v = 0;
-
-	for (int i = 0; i < 4; i++) {
-		unsigned char c = s[i];
-
-		v <<= 4;
-		if (c >= '0' && c <= '9')
-			v |= c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v |= c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v |= c - 'A' + 10;
-		else
-			return -1;
-	}
-	return v;
-}
-
-/* How a scan of one event stopped. */
-struct scan {
-	size_t pos; /* where it failed (offset in the body) */
-	const char *code;
-	char why[160];
-};
-
-static int scan_fail(struct scan *sc, size_t pos, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int scan_fail(struct scan *sc, size_t pos, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-
-	sc->pos = pos;
-	sc->code = code;
-	va_start(ap, fmt);
-	vsnprintf(sc->why, sizeof(sc->why), fmt, ap);
-	va_end(ap);
-	return -EINVAL;
-}
-
-#define SWAR_ONES UINT64_C(0x0101010101010101)
-#define SWAR_HIGH UINT64_C(0x8080808080808080)
-
-/* True when one of the 8 bytes of v needs a closer look in a string: '"', '\\', a control
- * character (< 0x20) or a UTF-8 byte (>= 0x80). The usual "has a zero byte" bit tricks; they
- * may flag a byte after a true hit, never miss one. */
-static bool swar_special(uint64_t v)
-{
-	uint64_t quote = v ^ (SWAR_ONES * '"'), bslash = v ^ (SWAR_ONES * '\\');
-
-	return (((quote - SWAR_ONES) & ~quote) | ((bslash - SWAR_ONES) & ~bslash) |
-		(v - SWAR_ONES * 0x20) | v) &
-	       SWAR_HIGH;
-}
-
-/* Scans the string whose opening quote is at *pi, up to lim: UTF-8, control characters and
- * escapes (a \u escape of a surrogate must be a proper pair, as cJSON requires). Leaves *pi
- * after the closing quote. */
-static int scan_string(const unsigned char *p, size_t *pi, size_t lim, bool *ret_escaped,
-		       struct scan *sc)
-{
-	size_t i = *pi + 1;
-	bool escaped = false;
-
-	for (;;) {
-		unsigned char c;
-
-		/* Eight plain bytes at a time, then byte by byte up to the special one. */
-		while (i + 8 <= lim) {
-			uint64_t v;
-
-			memcpy(&v, p + i, 8);
-			if (swar_special(v))
-				break;
-			i += 8;
-		}
-		while (i < lim && (c = p[i]) >= 0x20 && c < 0x80 && c != '"' && c != '\\')
-			i++;
-		if (i >= lim)
-			return scan_fail(sc, i, "invalid_json", "unterminated string");
-		c = p[i];
-		if (c == '"')
-			break;
-		if (c == '\\') {
-			escaped = true;
-			if (i + 1 >= lim)
-				return scan_fail(sc, i, "invalid_json", "unterminated string");
-			c = p[i + 1];
-			if (c == 'u') {
-				int cp;
-
-				if (i + 6 > lim || (cp = hex4(p + i + 2)) < 0)
-					return scan_fail(sc, i, "invalid_json",
-							 "invalid \\u escape");
-				if (cp >= 0xDC00 && cp <= 0xDFFF)
-					return scan_fail(sc, i, "invalid_json",
-							 "unpaired surrogate in a \\u escape");
-				if (cp >= 0xD800 && cp <= 0xDBFF) {
-					int lo;
-
-					if (i + 12 > lim || p[i + 6] != '\\' || p[i + 7] != 'u' ||
-					    (lo = hex4(p + i + 8)) < 0xDC00 || lo > 0xDFFF)
-						return scan_fail(sc, i, "invalid_json",
-								 "unpaired surrogate in a \\u escape");
-					i += 6;
-				}
-				i += 6;
-			} else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' ||
-				   c == 'n' || c == 'r' || c == 't') {
-				i += 2;
-			} else {
-				return scan_fail(sc, i, "invalid_json", "invalid escape in a string");
-			}
-		} else if (c < 0x20) {
-			return scan_fail(sc, i, "invalid_json", "control character in a string");
-		} else {
-			size_t n = proto_json_utf8_seq(p + i, lim - i);
-
-			if (n == 0)
-				return scan_fail(sc, i, "invalid_json", "invalid UTF-8");
-			i += n;
-		}
-	}
-	*pi = i + 1;
-	*ret_escaped = escaped;
-	return 0;
-}
-
 static bool is_digit(unsigned char c)
 {
 	return c >= '0' && c <= '9';
-}
-
-/* Scans a number (RFC 8259 grammar) at *pi. */
-static int scan_number(const unsigned char *p, size_t *pi, size_t lim, struct scan *sc)
-{
-	size_t i = *pi;
-
-	if (p[i] == '-')
-		i++;
-	if (i < lim && p[i] == '0') {
-		i++;
-	} else if (i < lim && is_digit(p[i])) {
-		while (i < lim && is_digit(p[i]))
-			i++;
-	} else {
-		return scan_fail(sc, i, "invalid_json", "malformed number");
-	}
-	if (i < lim && p[i] == '.') {
-		if (++i >= lim || !is_digit(p[i]))
-			return scan_fail(sc, i, "invalid_json", "malformed number");
-		while (i < lim && is_digit(p[i]))
-			i++;
-	}
-	if (i < lim && (p[i] == 'e' || p[i] == 'E')) {
-		i++;
-		if (i < lim && (p[i] == '+' || p[i] == '-'))
-			i++;
-		if (i >= lim || !is_digit(p[i]))
-			return scan_fail(sc, i, "invalid_json", "malformed number");
-		while (i < lim && is_digit(p[i]))
-			i++;
-	}
-	*pi = i;
-	return 0;
-}
-
-/* Decodes the content of a JSON string already checked by scan_string into dst (NUL-terminated)
- * for comparison with ASCII-only rules: an escape of anything but printable ASCII becomes 0x80,
- * which no such rule accepts. Returns the length, or -1 when it does not fit dstsz - 1. */
-static int unescape_ascii(const unsigned char *s, size_t len, char *dst, size_t dstsz)
-{
-	size_t i = 0, n = 0;
-
-	while (i < len) {
-		unsigned char c = s[i];
-
-		if (n + 1 >= dstsz)
-			return -1;
-		if (c != '\\') {
-			dst[n++] = (char)c;
-			i++;
-			continue;
-		}
-		c = s[i + 1];
-		if (c == 'u') {
-			int cp = hex4(s + i + 2);
-
-			dst[n++] = (cp >= 0x20 && cp < 0x7f) ? (char)cp : (char)0x80;
-			i += (cp >= 0xD800 && cp <= 0xDBFF) ? 12 : 6;
-			continue;
-		}
-		switch (c) {
-		case 'b': dst[n++] = '\b'; break;
-		case 'f': dst[n++] = '\f'; break;
-		case 'n': dst[n++] = '\n'; break;
-		case 'r': dst[n++] = '\r'; break;
-		case 't': dst[n++] = '\t'; break;
-		default: dst[n++] = (char)c; break;
-		}
-		i += 2;
-	}
-	dst[n] = '\0';
-	return (int)n;
-}
-
-/* Which member DriftLock reads a top-level key names, or MEMBER_NONE. */
-static int member_of(const unsigned char *s, size_t len, bool escaped)
-{
-	char key[8];
-
-	if (escaped) {
-		/* "st\u0072eam" is "stream" too; longer keys cannot be one of ours. */
-		if (len > 6 * 6 || unescape_ascii(s, len, key, sizeof(key)) < 0)
-			return MEMBER_NONE;
-		s = (const unsigned char *)key;
-		len = strlen(key);
-	}
-	if (len == 6 && memcmp(s, "stream", 6) == 0)
-		return MEMBER_STREAM;
-	if (len == 2 && memcmp(s, "ts", 2) == 0)
-		return MEMBER_TS;
-	if (len == 2 && memcmp(s, "id", 2) == 0)
-		return MEMBER_ID;
-	return MEMBER_NONE;
-}
-
-enum scan_state { S_VALUE, S_VALUE_OR_CLOSE, S_KEY, S_KEY_OR_CLOSE, S_COLON, S_NEXT };
-
-/* Validates the one JSON object that starts at p[start] ('{'), reading no byte at or past lim:
- * strict RFC 8259 grammar, nesting at most max_depth, UTF-8 and control characters in strings,
- * and the spans of the top-level members stream, ts and id in m. Leaves *ret_end after the
- * closing brace. One pass, no allocation, no recursion. */
-static int scan_event(const unsigned char *p, size_t start, size_t lim, int max_depth,
-		      struct member m[MEMBER_COUNT], size_t *ret_end, struct scan *sc)
-{
-	enum scan_state st = S_VALUE;
-	uint64_t is_obj = 0; /* bit d-1: the container at depth d is an object */
-	int depth = 0, want = MEMBER_NONE;
-	size_t i = start;
-
-	for (;;) {
-		unsigned char c;
-
-		while (i < lim && is_ws(p[i]))
-			i++;
-		if (i >= lim)
-			return scan_fail(sc, i, "invalid_json", "unexpected end of the event");
-		c = p[i];
-		switch (st) {
-		case S_VALUE_OR_CLOSE:
-			if (c == ']')
-				goto close;
-			/* fall through */
-		case S_VALUE: {
-			size_t vstart = i;
-			struct member *mm = (depth == 1 && want != MEMBER_NONE && !m[want].seen) ?
-						    &m[want] : NULL;
-			bool escaped = false;
-
-			if (c == '{' || c == '[') {
-				if (depth >= max_depth)
-					return scan_fail(sc, i, "too_deep",
-							 "JSON nesting deeper than %d levels",
-							 max_depth);
-				if (c == '{')
-					is_obj |= UINT64_C(1) << depth;
-				else
-					is_obj &= ~(UINT64_C(1) << depth);
-				depth++;
-				st = c == '{' ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE;
-				i++;
-				if (mm != NULL) {
-					mm->seen = true;
-					mm->type = 'o';
-				}
-				want = MEMBER_NONE;
-				continue;
-			}
-			if (depth == 0)
-				return scan_fail(sc, i, "not_an_object", "not a JSON object");
-			if (c == '"') {
-				if (scan_string(p, &i, lim, &escaped, sc) < 0)
-					return -EINVAL;
-				if (mm != NULL) {
-					mm->type = 's';
-					mm->off = vstart + 1;
-					mm->len = i - vstart - 2;
-				}
-			} else if (c == '-' || is_digit(c)) {
-				if (scan_number(p, &i, lim, sc) < 0)
-					return -EINVAL;
-				if (mm != NULL) {
-					mm->type = 'n';
-					mm->off = vstart;
-					mm->len = i - vstart;
-				}
-			} else if (c == 't' && lim - i >= 4 && memcmp(p + i, "true", 4) == 0) {
-				i += 4;
-			} else if (c == 'f' && lim - i >= 5 && memcmp(p + i, "false", 5) == 0) {
-				i += 5;
-			} else if (c == 'n' && lim - i >= 4 && memcmp(p + i, "null", 4) == 0) {
-				i += 4;
-			} else {
-				return scan_fail(sc, i, "invalid_json", "expected a JSON value");
-			}
-			if (mm != NULL) {
-				mm->seen = true;
-				mm->escaped = escaped;
-				if (mm->type != 's' && mm->type != 'n')
-					mm->type = 'o';
-			}
-			want = MEMBER_NONE;
-			st = S_NEXT;
-			continue;
-		}
-		case S_KEY_OR_CLOSE:
-			if (c == '}')
-				goto close;
-			/* fall through */
-		case S_KEY: {
-			size_t kstart = i;
-			bool escaped;
-
-			if (c != '"')
-				return scan_fail(sc, i, "invalid_json", "expected a member name");
-			if (scan_string(p, &i, lim, &escaped, sc) < 0)
-				return -EINVAL;
-			want = depth == 1 ? member_of(p + kstart + 1, i - kstart - 2, escaped) :
-					    MEMBER_NONE;
-			st = S_COLON;
-			continue;
-		}
-		case S_COLON:
-			if (c != ':')
-				return scan_fail(sc, i, "invalid_json", "expected ':'");
-			i++;
-			st = S_VALUE;
-			continue;
-		case S_NEXT:
-			if (c == ',') {
-				i++;
-				st = (is_obj >> (depth - 1)) & 1 ? S_KEY : S_VALUE;
-				continue;
-			}
-			if (c == ((is_obj >> (depth - 1)) & 1 ? '}' : ']'))
-				goto close;
-			return scan_fail(sc, i, "invalid_json",
-					 (is_obj >> (depth - 1)) & 1 ? "expected ',' or '}'" :
-								       "expected ',' or ']'");
-		}
-		continue;
-close:
-		i++;
-		if (--depth == 0)
-			break;
-		st = S_NEXT;
-	}
-	*ret_end = i;
-	return 0;
 }
 
 /* Finds the end of the value at p[i] without validating it (strings and brackets only), to
@@ -834,7 +470,7 @@ static ingest_body_event *new_event(struct parser *ps)
 }
 
 /* Reads stream, ts and id from the members the scan found into ev, or rejects with v. */
-static int read_members(const struct parser *ps, const struct member m[MEMBER_COUNT],
+static int read_members(const struct parser *ps, const struct proto_json_member m[MEMBER_COUNT],
 			ingest_body_event *ev, struct verdict *v)
 {
 	const unsigned char *p = ps->p;
@@ -847,11 +483,11 @@ static int read_members(const struct parser *ps, const struct member m[MEMBER_CO
 				      "event.stream: is required (or give ?stream= on the request)");
 		snprintf(ev->stream, sizeof(ev->stream), "%s", ps->default_stream);
 	} else {
-		const struct member *s = &m[MEMBER_STREAM];
+		const struct proto_json_member *s = &m[MEMBER_STREAM];
 
 		if (s->type != 's')
 			return reject(v, "invalid_stream", "event.stream: must be a string");
-		n = s->len > 6 * 128 ? -1 : unescape_ascii(p + s->off, s->len, ev->stream,
+		n = s->len > 6 * 128 ? -1 : proto_json_unescape_ascii(p + s->off, s->len, ev->stream,
 							   sizeof(ev->stream));
 		if (n < 0 || !dl_id_is_valid_token(ev->stream, PROTO_STREAM_MAX))
 			return reject(v, "invalid_stream",
@@ -860,12 +496,12 @@ static int read_members(const struct parser *ps, const struct member m[MEMBER_CO
 
 	ev->ts_ms = ps->now_ms;
 	if (m[MEMBER_TS].seen) {
-		const struct member *t = &m[MEMBER_TS];
+		const struct proto_json_member *t = &m[MEMBER_TS];
 		int64_t ms;
 
 		if (t->type == 's') {
 			n = t->len > sizeof(text) ? -1 :
-						    unescape_ascii(p + t->off, t->len, text,
+						    proto_json_unescape_ascii(p + t->off, t->len, text,
 								   sizeof(text));
 			if (n < 0)
 				return reject(v, "invalid_ts",
@@ -901,13 +537,13 @@ static int read_members(const struct parser *ps, const struct member m[MEMBER_CO
 
 	ev->client_id[0] = '\0';
 	if (m[MEMBER_ID].seen) {
-		const struct member *d = &m[MEMBER_ID];
+		const struct proto_json_member *d = &m[MEMBER_ID];
 
 		if (d->type != 's')
 			return reject(v, "invalid_id", "event.id: must be a string");
 		n = d->len > 6 * DL_ID_TOKEN_MAX ?
 			    -1 :
-			    unescape_ascii(p + d->off, d->len, ev->client_id, sizeof(ev->client_id));
+			    proto_json_unescape_ascii(p + d->off, d->len, ev->client_id, sizeof(ev->client_id));
 		if (n < 0 || !dl_id_is_valid_token(ev->client_id, DL_ID_TOKEN_MAX)) {
 			ev->client_id[0] = '\0';
 			return reject(v, "invalid_id",
@@ -924,8 +560,8 @@ static int read_members(const struct parser *ps, const struct member m[MEMBER_CO
 static int take_event(struct parser *ps, size_t index, size_t start, size_t lim, bool whole,
 		      size_t *ret_end, bool *ret_scanned)
 {
-	struct member m[MEMBER_COUNT];
-	struct scan sc = { 0 };
+	struct proto_json_member m[MEMBER_COUNT];
+	struct proto_json_scan_error sc = { 0 };
 	struct verdict v = { 0 };
 	ingest_body_event *ev;
 	char msg[256];
@@ -939,7 +575,8 @@ static int take_event(struct parser *ps, size_t index, size_t start, size_t lim,
 		/* The scan stops at the limit, so a huge event costs no more than a legal one. */
 		scan_lim = start + ps->max_event_bytes;
 	}
-	if (scan_event(ps->p, start, scan_lim, ps->max_depth, m, &end, &sc) < 0) {
+	if (proto_json_scan_object(ps->p, start, scan_lim, ps->max_depth, member_names,
+				   MEMBER_COUNT, m, &end, &sc) < 0) {
 		if (scan_lim < lim && skip_value(ps->p, start, lim, &end) == 0 &&
 		    end - start > ps->max_event_bytes)
 			goto out_too_large;

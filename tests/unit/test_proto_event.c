@@ -275,6 +275,42 @@ START_TEST(test_encode_rejects)
 }
 END_TEST
 
+/* The payload is found by a scan of the top level, not by a tree: a "payload" inside the payload
+ * or in another member is not it, the first of two wins, an escaped name is still the name, and
+ * a malformed payload fails the envelope. */
+START_TEST(test_payload_found_by_scan)
+{
+	static const char head[] = "{\"schema\":\"driftlock.event.v1\","
+				   "\"id\":\"e1\",\"org_id\":\"" ORG "\",\"stream\":\"s\","
+				   "\"ts\":\"2026-11-27T00:00:00Z\","
+				   "\"received_at\":\"2026-11-27T00:00:01Z\",\"source\":\"http\",";
+	static const struct {
+		const char *tail, *payload;
+	} cases[] = {
+		{ "\"attributes\":{\"payload\":\"no\"},\"payload\":{\"payload\":[1,\"}\"]}}",
+		  "{\"payload\":[1,\"}\"]}" },
+		{ "\"payload\": [ 1 , 2 ] ,\"payload\":3}", "[ 1 , 2 ]" },
+		{ "\"pay\\u006coad\":\"a \\\" b\"}", "\"a \\\" b\"" },
+		{ "\"payload\":-0.5e+2 }", "-0.5e+2" },
+	};
+	struct proto_event ev;
+	char buf[1024], err[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(buf, sizeof(buf), "%s%s", head, cases[i].tail);
+		err[0] = '\0';
+		ck_assert_msg(proto_event_decode(buf, strlen(buf), &ev, err, sizeof(err)) == 0,
+			      "case %zu: %s", i, err);
+		ck_assert_str_eq(ev.payload, cases[i].payload);
+		ck_assert_uint_eq(ev.payload_len, strlen(cases[i].payload));
+		proto_event_free(&ev);
+	}
+	snprintf(buf, sizeof(buf), "%s\"payload\":{\"a\":01}}", head);
+	ck_assert_int_eq(proto_event_decode(buf, strlen(buf), &ev, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strncmp(err, "event: malformed JSON at byte", 29) == 0, "%s", err);
+}
+END_TEST
+
 START_TEST(test_decode_failure_leaves_output)
 {
 	struct proto_event ev;
@@ -315,6 +351,7 @@ static Suite *proto_event_suite(void)
 	tcase_add_test(tc, test_attribute_limits);
 	tcase_add_test(tc, test_payload_depth);
 	tcase_add_test(tc, test_encode_rejects);
+	tcase_add_test(tc, test_payload_found_by_scan);
 	tcase_add_test(tc, test_decode_failure_leaves_output);
 	tcase_add_test(tc, test_required_matches_schema);
 	tcase_add_test(tc, test_common_limits);
