@@ -41,7 +41,8 @@
 
 typedef struct mtr_item {
 	rd_kafka_message_t *msg;
-	long anomaly; /* index into anomalies[], -1 when dead-lettered */
+	long anomaly;         /* index into anomalies[], -1 when dead-lettered */
+	const char *dlq_code; /* static: why it was dead-lettered at decode */
 } mtr_item;
 
 struct mtr_pipeline {
@@ -78,10 +79,9 @@ static int64_t mono_ms(void)
 	return dl_time_mono_ns() / 1000000;
 }
 
-static bool db_unavailable(int rc)
+static bool db_unreachable(int rc)
 {
-	return rc == -ECONNREFUSED || rc == -EIO || rc == -ENOTCONN || rc == -ETIMEDOUT ||
-	       rc == -ECONNRESET || rc == -EPIPE;
+	return rc == -ECONNREFUSED || rc == -ENOTCONN || rc == -ECONNRESET || rc == -EPIPE;
 }
 
 /* ---- dead letters ---- */
@@ -199,10 +199,10 @@ static void batch_add(mtr_pipeline *p, rd_kafka_message_t *msg)
 	}
 	if (r < 0) {
 		dead_letter(p, msg, decode_reason(r, err), err);
-		p->items[p->nitems++] = (mtr_item){ msg, -1 };
+		p->items[p->nitems++] = (mtr_item){ msg, -1, decode_reason(r, err) };
 		return;
 	}
-	p->items[p->nitems++] = (mtr_item){ msg, (long)p->nanomalies++ };
+	p->items[p->nitems++] = (mtr_item){ msg, (long)p->nanomalies++, NULL };
 }
 
 static void batch_clear(mtr_pipeline *p)
@@ -358,31 +358,15 @@ static void count_stored(mtr_pipeline *p, const mtr_pipeline_counts *c)
 	dl_metric_inc(p->m_usage_records, NULL, (double)c->usage_records);
 }
 
-/* The batch's anomalies one by one, after the store rejected them together: those rejected
- * alone are dead-lettered. Returns 0, or the database-unavailable code that stopped it. */
-static int store_singly(mtr_pipeline *p)
+/* After a dead letter of the batch was not acknowledged: the undecodable messages are
+ * produced again (the store's refusals are produced again by the retried store). */
+static void redo_dead_letters(mtr_pipeline *p)
 {
-	for (size_t i = 0; i < p->nitems; i++) {
-		mtr_item *it = &p->items[i];
-		mtr_pipeline_counts c = { 0 };
-		char err[512] = "";
-		int r;
-
-		if (it->anomaly < 0)
-			continue;
-		r = p->ops.store(p->ops.opaque, &p->anomalies[it->anomaly], 1, &c, err,
-				 sizeof(err));
-		if (r < 0 && db_unavailable(r))
-			return r;
-		if (r < 0) {
-			dead_letter(p, it->msg, "store_rejected", err);
-			it->anomaly = -1;
-			continue;
-		}
-		count_stored(p, &c);
-	}
-	batch_compact(p);
-	return 0;
+	p->dlq_failed = 0;
+	for (size_t i = 0; i < p->nitems; i++)
+		if (p->items[i].dlq_code)
+			dead_letter(p, p->items[i].msg, p->items[i].dlq_code,
+				    "the message is not a valid anomaly (produced again)");
 }
 
 /* Stores the batch. Returns 0 when it is durable (dead letters acknowledged, anomalies
@@ -390,36 +374,39 @@ static int store_singly(mtr_pipeline *p)
 static int batch_store(mtr_pipeline *p)
 {
 	static const char *const ok[] = { "ok" }, *const down[] = { "db_unavailable" },
-			  *const rejected[] = { "rejected" }, *const kafka[] = { "dlq_failed" };
+			  *const failed[] = { "db_error" }, *const kafka[] = { "dlq_failed" };
 	mtr_pipeline_counts c = { 0 };
 	char err[512] = "";
 	int64_t t0 = dl_time_mono_ns();
 	int r = 0;
 
-	if (p->nanomalies > 0) {
+	if (p->nanomalies > 0)
 		r = p->ops.store(p->ops.opaque, p->anomalies, p->nanomalies, &c, err, sizeof(err));
-		if (r < 0 && !db_unavailable(r)) {
-			dl_metric_inc(p->m_batches, rejected, 1);
-			dl_log_warn("batch rejected by the store, storing one by one", "error", err);
-			r = store_singly(p);
-		} else if (r == 0) {
-			count_stored(p, &c);
-		}
-	}
 	if (r < 0) {
-		dl_metric_inc(p->m_batches, down, 1);
+		dl_metric_inc(p->m_batches, db_unreachable(r) ? down : failed, 1);
 		atomic_store(&p->db_up, false);
 		dl_metric_set(p->m_db_up, NULL, 0);
 		if (mono_ms() - p->last_error_log_ms >= MTR_LOG_EVERY_MS) {
 			p->last_error_log_ms = mono_ms();
-			dl_log_error("database unavailable, batch held and partitions paused",
+			dl_log_error(db_unreachable(r)
+					     ? "database unavailable, batch held and partitions paused"
+					     : "batch not stored, held and retried",
 				     "error", err);
 		}
 		return r;
 	}
+	count_stored(p, &c);
+	/* Anomalies the store refused (an org that does not exist) leave as dead letters (again
+	 * if the batch is retried: consumers of the dead-letter topic see a duplicate at worst). */
+	for (size_t k = 0; k < c.nrejected; k++)
+		for (size_t i = 0; i < p->nitems; i++)
+			if (p->items[i].anomaly == (long)c.rejected[k].index)
+				dead_letter(p, p->items[i].msg, c.rejected[k].reason,
+					    "anomaly not stored: its org does not exist");
 	if (dl_kafka_producer_flush(p->producer, MTR_DLQ_FLUSH_MS) < 0 || p->dlq_failed > 0) {
 		dl_metric_inc(p->m_batches, kafka, 1);
 		dl_log_error("dead letters not acknowledged, batch not committed");
+		redo_dead_letters(p);
 		return -EAGAIN;
 	}
 	if (!atomic_load(&p->db_up))

@@ -14,18 +14,27 @@
 
 typedef struct mtr_pipeline mtr_pipeline;
 
-/* What a stored batch did (the store's own counts). */
+/* An anomaly of the batch the store refused (its org does not exist): its index in the array
+ * given to store and a static reason code; the pipeline dead-letters its message. */
+typedef struct mtr_pipeline_rejected {
+	size_t index;
+	const char *reason;
+} mtr_pipeline_rejected;
+
+/* What a stored batch did (the store's own counts); rejected is owned by the ops and valid
+ * until their next call. */
 typedef struct mtr_pipeline_counts {
 	size_t stored, duplicates, notifications, usage_records;
+	const mtr_pipeline_rejected *rejected;
+	size_t nrejected;
 } mtr_pipeline_counts;
 
 /*
  * The effects of a batch, all called on the pipeline's thread (never concurrently).
  * store: one transaction for the n anomalies; 0 with *ret filled once it committed. A failure
- * rolled back. -ECONNREFUSED, -EIO, -ENOTCONN, -ETIMEDOUT, -ECONNRESET or -EPIPE mean the
- * database is unavailable (the same batch is retried later); any other code means it rejected
- * the batch (the pipeline then stores the anomalies one by one and dead-letters those rejected
- * alone). Required.
+ * rolled back and the same batch is retried with backoff (partitions paused, /readyz not
+ * ready until it is stored); -ECONNREFUSED, -ENOTCONN, -ECONNRESET or -EPIPE say the database
+ * is unreachable (logged as such). Required.
  * publish: live usage of the last stored batch (Redis); NULL = none.
  * relay: produces the outbox rows left pending; NULL = relay off (another process relays).
  * usage_ready / usage_rebuild: whether live usage holds every org (false: rebuild it from the
