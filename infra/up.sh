@@ -178,6 +178,48 @@ else
 	rm -rf "$tmp"
 	echo "  total          $total events, each acknowledged by Kafka (driftlock.events.v1)"
 fi
+# What the detector found in the sample, as metering stored it in PostgreSQL: wait until the
+# demo org's anomalies stop arriving (the detector and metering have caught up), then print them
+# with their explanations and the org's usage for the billing period.
+if [ -d "$datasets/streams" ]; then
+	log "waiting for the detector and metering to catch up"
+	q() { psql "$DRIFTLOCK_PG_DSN_ADMIN" -X -q -A -t -v ON_ERROR_STOP=1 -v org="$DEMO_ORG" "$@"; }
+	count_sql="SELECT count(*) FROM anomalies WHERE org_id = :'org'::uuid"
+	last=-1 same=0
+	for _ in $(seq 1 90); do
+		n=$(q <<<"$count_sql;")
+		if [ "$n" = "$last" ]; then same=$((same + 1)); else same=0; last=$n; fi
+		# Stable for 8 s (4 polls) after something arrived, or for 30 s when nothing did.
+		if { [ "$n" -gt 0 ] && [ $same -ge 4 ]; } || [ $same -ge 15 ]; then break; fi
+		sleep 2
+	done
+	log "anomalies found in the sample (read back from PostgreSQL, at most 30 shown)"
+	q <<'SQL'
+SELECT format(E'%s  %-14s %-8s %s\n    %s = %s, usual %s (%s .. %s); p-value %s, score %s',
+              to_char(detected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), stream,
+              severity, explanation_summary, explanation_signal,
+              COALESCE(round(explanation_value::numeric, 3)::text, '-'),
+              COALESCE(round(baseline_median::numeric, 3)::text, '-'),
+              COALESCE(round(baseline_low::numeric, 3)::text, '-'),
+              COALESCE(round(baseline_high::numeric, 3)::text, '-'),
+              to_char(p_value, 'FM0.000000'), round(score::numeric, 2))
+  FROM anomalies WHERE org_id = :'org'::uuid
+ ORDER BY detected_at, stream, id LIMIT 30;
+SQL
+	q <<'SQL'
+SELECT format(E'\n%s anomalies stored for the demo org; by stream: %s',
+              COALESCE(sum(n), 0),
+              COALESCE(string_agg(stream || ' ' || n, ', ' ORDER BY stream), 'none'))
+  FROM (SELECT stream, count(*) AS n FROM anomalies WHERE org_id = :'org'::uuid
+         GROUP BY stream) AS s;
+SELECT format('usage this period (%s .. %s, plan %s): %s of %s included anomalies counted (%s %%)',
+              to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+              to_char(period_end AT TIME ZONE 'UTC', 'YYYY-MM-DD'), plan, counted, included,
+              COALESCE(percent::text, '-'))
+  FROM usage_current_period WHERE org_id = :'org'::uuid;
+SQL
+fi
+
 cat <<TXT
 
 Public API (ingest):  $api   (demo org $DEMO_ORG; its API key is in $run_dir/demo.env)
