@@ -597,8 +597,14 @@ int dl_kafka_consumer_poll(dl_kafka_consumer *c, int timeout_ms, rd_kafka_messag
     rd_kafka_message_t *m;
     int r;
 
-    dl_kafka_wake_drain(c->wake_rd);
-    m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    /* The wake-up fd is drained only when the queue looks empty (a read per message cost more
+     * than the poll): drain, then look again, so a message queued before the drain is seen now
+     * and one queued after it writes a fresh byte. */
+    m = rd_kafka_consumer_poll(c->rk, 0);
+    if (m == NULL) {
+        dl_kafka_wake_drain(c->wake_rd);
+        m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    }
     if (m == NULL || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         if (m != NULL)
             rd_kafka_message_destroy(m);
