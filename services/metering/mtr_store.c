@@ -146,7 +146,10 @@ static void buf_num(mtr_buf *b, double v)
 		buf_raw(b, "null", 4);
 		return;
 	}
-	n = snprintf(tmp, sizeof(tmp), "%.17g", v);
+	/* The shortest of 15 or 17 digits that reads back as v (0.61, not 0.60999999999999999). */
+	n = snprintf(tmp, sizeof(tmp), "%.15g", v);
+	if (strtod(tmp, NULL) != v)
+		n = snprintf(tmp, sizeof(tmp), "%.17g", v);
 	buf_raw(b, tmp, (size_t)n);
 }
 
