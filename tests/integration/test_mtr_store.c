@@ -621,6 +621,29 @@ START_TEST(test_throughput)
 }
 END_TEST
 
+/* The cross-org look-ups answer the metering role only. */
+START_TEST(test_lookups_refused_to_other_roles)
+{
+	static const char *const sql[] = {
+		"SELECT count(*) FROM dl_metering_usage_all('00000000-0000-0000-0000-000000000000', 10)",
+		"SELECT count(*) FROM dl_metering_retention_due(now(),"
+		" '00000000-0000-0000-0000-000000000000', 10)",
+		"SELECT count(*) FROM dl_metering_store('00000000-0000-0000-0000-000000000000', '[]')",
+	};
+	PGconn *c = PQconnectdb(dl_itest_env("DRIFTLOCK_PG_DSN_INGEST"));
+
+	ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+	for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+		PGresult *r = PQexec(c, sql[i]);
+
+		ck_assert_msg(PQresultStatus(r) == PGRES_FATAL_ERROR, "%s: allowed", sql[i]);
+		ck_assert_str_eq(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42501");
+		PQclear(r);
+	}
+	PQfinish(c);
+}
+END_TEST
+
 static void stack_cmd(const char *what)
 {
 	char cmd[1024];
@@ -678,6 +701,7 @@ static Suite *mtr_store_suite(void)
 	tcase_add_test(tc, test_unknown_org_rejected);
 	tcase_add_test(tc, test_retention);
 	tcase_add_test(tc, test_usage_all);
+	tcase_add_test(tc, test_lookups_refused_to_other_roles);
 	tcase_add_test(tc, test_throughput);
 	tcase_add_test(tc, test_database_restart);
 	suite_add_tcase(s, tc);
