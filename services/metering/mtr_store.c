@@ -321,6 +321,7 @@ int mtr_store_new(const char *pg_dsn, dl_metrics_registry *m, mtr_store **ret, c
 {
 	mtr_store *s;
 	char err[256];
+	int r;
 
 	if (!pg_dsn || !ret) {
 		snprintf(errbuf, errlen, "mtr_store: no dsn");
@@ -354,8 +355,13 @@ int mtr_store_new(const char *pg_dsn, dl_metrics_registry *m, mtr_store **ret, c
 			"Anomalies deleted by the retention job.", 0);
 	}
 	snprintf(s->due_after, sizeof(s->due_after), MTR_NIL_UUID);
-	/* Unreachable now is not fatal: the next call connects. */
-	(void)ensure_conn(s, err, sizeof(err));
+	/* Unreachable now is not fatal: the next call connects. A DSN libpq cannot parse is. */
+	r = ensure_conn(s, err, sizeof(err));
+	if (r == -EINVAL || r == -ENOMEM) {
+		snprintf(errbuf, errlen, "mtr_store: %s", err);
+		mtr_store_free(s);
+		return r;
+	}
 	*ret = s;
 	return 0;
 }

@@ -63,8 +63,9 @@ typedef struct mtr_store_result {
 
 /* Creates a store with its own PostgreSQL connection to pg_dsn (the metering role) and its
  * metrics (driftlock_metering_store_*) in m (may be NULL). When the server is unreachable the
- * store is still created and connects on the next call. Returns 0 and *ret (mtr_store_free),
- * or -EINVAL / -ENOMEM with text in errbuf. */
+ * store is still created and connects on the next call (each call then tries once, bounded by
+ * a 5 s connect timeout). Returns 0 and *ret (mtr_store_free), or -EINVAL (a DSN libpq cannot
+ * parse) / -ENOMEM with text in errbuf. */
 int mtr_store_new(const char *pg_dsn, dl_metrics_registry *m, mtr_store **ret, char *errbuf,
 		  size_t errlen);
 

@@ -644,6 +644,27 @@ START_TEST(test_lookups_refused_to_other_roles)
 }
 END_TEST
 
+/* A DSN libpq cannot parse fails at creation; an unreachable server only fails the calls. */
+START_TEST(test_bad_and_unreachable_dsn)
+{
+	mtr_store *s = NULL;
+	mtr_store_result res;
+	struct proto_anomaly *a;
+	char err[256];
+
+	ck_assert_int_eq(mtr_store_new("host='unterminated", NULL, &s, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(s);
+	ck_assert_int_eq(mtr_store_new("postgresql://driftlock_metering@127.0.0.1:1/none", NULL, &s,
+				       err, sizeof(err)),
+			 0);
+	a = make("00000000-0000-4000-8000-000000000001", "x", 1, dl_time_now_ms());
+	ck_assert_int_eq(mtr_store_batch(s, a, 1, &res, err, sizeof(err)), -ECONNREFUSED);
+	ck_assert_int_eq(mtr_store_usage_all(s, &res, err, sizeof(err)), -ECONNREFUSED);
+	free(a);
+	mtr_store_free(s);
+}
+END_TEST
+
 static void stack_cmd(const char *what)
 {
 	char cmd[1024];
@@ -702,6 +723,7 @@ static Suite *mtr_store_suite(void)
 	tcase_add_test(tc, test_retention);
 	tcase_add_test(tc, test_usage_all);
 	tcase_add_test(tc, test_lookups_refused_to_other_roles);
+	tcase_add_test(tc, test_bad_and_unreachable_dsn);
 	tcase_add_test(tc, test_throughput);
 	tcase_add_test(tc, test_database_restart);
 	suite_add_tcase(s, tc);
