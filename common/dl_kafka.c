@@ -597,8 +597,14 @@ int dl_kafka_consumer_poll(dl_kafka_consumer *c, int timeout_ms, rd_kafka_messag
     rd_kafka_message_t *m;
     int r;
 
-    dl_kafka_wake_drain(c->wake_rd);
-    m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    /* The wake-up fd is drained only when the queue looks empty (a read per message cost more
+     * than the poll): drain, then look again, so a message queued before the drain is seen now
+     * and one queued after it writes a fresh byte. */
+    m = rd_kafka_consumer_poll(c->rk, 0);
+    if (m == NULL) {
+        dl_kafka_wake_drain(c->wake_rd);
+        m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+    }
     if (m == NULL || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         if (m != NULL)
             rd_kafka_message_destroy(m);
@@ -681,6 +687,37 @@ rd_kafka_t *dl_kafka_consumer_handle(dl_kafka_consumer *c)
     return c->rk;
 }
 
+/*
+ * librdkafka before 2.4 can hang in rd_kafka_consumer_close when an incremental assignment
+ * arrives while it closes (librdkafka#4527; Debian 12 ships 2.0.2): the bench saw a worker
+ * stopped right after a second worker joined wait out its whole drain timeout. So the group is
+ * left first: unsubscribe, then serve the rebalance callbacks (the application's revoke runs
+ * as usual) until nothing is assigned, for at most DL_KAFKA_LEAVE_MS. Messages polled meanwhile
+ * are dropped: they are past the last commit, so the next owner reads them.
+ */
+#define DL_KAFKA_LEAVE_MS 10000
+
+static void dl_kafka_consumer_leave(dl_kafka_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *a;
+    rd_kafka_message_t *m;
+    int waited = 0, assigned;
+
+    if (rd_kafka_unsubscribe(c->rk) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    do {
+        m = rd_kafka_consumer_poll(c->rk, 50);
+        if (m != NULL)
+            rd_kafka_message_destroy(m);
+        waited += 50;
+        a = NULL;
+        if (rd_kafka_assignment(c->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || a == NULL)
+            break;
+        assigned = a->cnt;
+        rd_kafka_topic_partition_list_destroy(a);
+    } while (assigned > 0 && waited < DL_KAFKA_LEAVE_MS);
+}
+
 int dl_kafka_consumer_close(dl_kafka_consumer *c, char *errbuf, size_t errlen)
 {
     rd_kafka_resp_err_t err;
@@ -688,6 +725,7 @@ int dl_kafka_consumer_close(dl_kafka_consumer *c, char *errbuf, size_t errlen)
     if (c->closed)
         return 0;
     c->closed = true;
+    dl_kafka_consumer_leave(c);
     err = rd_kafka_consumer_close(c->rk);
     dl_kafka_wake_drain(c->wake_rd);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {

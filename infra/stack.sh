@@ -387,8 +387,13 @@ spawn_kafka() {
 	require_port_free kafka "$KAFKA_PORT"
 	require_port_free kafka-controller "$KAFKA_CONTROLLER_PORT"
 	mkdir -p "$KAFKA_DIR/data"
+	# How long a new consumer group waits for more members before its first assignment: 0 so
+	# tests start at once; benchmarks of several workers use Kafka's own default, 3000.
+	local delay=${DRIFTLOCK_KAFKA_GROUP_INITIAL_DELAY_MS:-0}
+	[[ $delay =~ ^[0-9]{1,6}$ ]] || dl_die "DRIFTLOCK_KAFKA_GROUP_INITIAL_DELAY_MS must be 0-999999 (ms), not '$delay'"
 	sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
-		-e "s|@DATA_DIR@|$KAFKA_DIR/data|g" "$REPO/infra/kafka/server.properties.in" >"$props"
+		-e "s|@DATA_DIR@|$KAFKA_DIR/data|g" -e "s|@GROUP_DELAY_MS@|$delay|g" \
+		"$REPO/infra/kafka/server.properties.in" >"$props"
 	if [ ! -s "$KAFKA_DIR/data/meta.properties" ]; then
 		if [ ! -s "$KAFKA_DIR/cluster.id" ]; then
 			# Like Kafka's own Uuid.randomUuid(): an id that starts with '-' would be read as an

@@ -11,6 +11,7 @@
 
 #include "proto/proto_json.h"
 #include "proto/proto_json_scan.h"
+#include "common/dl_time.h"
 
 static const char *const source_names[] = { "http", "kafka", NULL };
 
@@ -117,15 +118,85 @@ static int event_from_json(const cJSON *root, const char *payload, size_t plen,
 	return 0;
 }
 
+/* The members the fast path reads from the scan, in this order; payload first. */
+enum { M_PAYLOAD, M_SCHEMA, M_ID, M_ORG, M_STREAM, M_TS, M_RECEIVED, M_SOURCE, M_ATTRS, M_COUNT };
+static const char *const scan_names[M_COUNT] = {
+	"payload", "schema", "id", "org_id", "stream", "ts", "received_at", "source", "attributes",
+};
+
+/* A plain (unescaped) string member's text, or NULL. */
+static const char *plain(const char *buf, const struct proto_json_member *m, size_t *ret_len)
+{
+	if (!m->seen || m->type != 's' || m->escaped)
+		return NULL;
+	*ret_len = m->len;
+	return buf + m->off;
+}
+
+/* What the fast path decodes before it commits to the output. */
+struct event_head {
+	char id[PROTO_ID_MAX + 1];
+	char org_id[PROTO_ORG_ID_LEN + 1];
+	char stream[PROTO_STREAM_MAX + 1];
+	int64_t ts_ms, received_at_ms;
+	enum proto_event_source source;
+};
+
+/* The envelope as ingest writes it (no attributes, no escapes in the header members, every
+ * rule met) decoded from the scan's spans without any tree. Returns false to leave everything
+ * else, errors included, to the general path, which reports them. */
+static bool event_from_spans(const char *buf, const struct proto_json_member m[M_COUNT],
+			     struct event_head *ev)
+{
+	const char *s;
+	size_t n;
+	int i;
+
+	if (m[M_ATTRS].seen)
+		return false;
+	if (!(s = plain(buf, &m[M_SCHEMA], &n)) || n != sizeof(PROTO_EVENT_SCHEMA) - 1 ||
+	    memcmp(s, PROTO_EVENT_SCHEMA, n) != 0)
+		return false;
+	if (!(s = plain(buf, &m[M_ID], &n)) ||
+	    !proto_json_chars_ok(PROTO_JSON_ID, s, n, 1, PROTO_ID_MAX))
+		return false;
+	memcpy(ev->id, s, n);
+	ev->id[n] = '\0';
+	if (!(s = plain(buf, &m[M_ORG], &n)) || proto_topics_check_org_id(s, n, NULL, 0) < 0 ||
+	    n >= sizeof(ev->org_id))
+		return false;
+	memcpy(ev->org_id, s, n);
+	ev->org_id[n] = '\0';
+	if (!(s = plain(buf, &m[M_STREAM], &n)) ||
+	    !proto_json_chars_ok(PROTO_JSON_ID, s, n, 1, PROTO_STREAM_MAX))
+		return false;
+	memcpy(ev->stream, s, n);
+	ev->stream[n] = '\0';
+	if (!(s = plain(buf, &m[M_TS], &n)) ||
+	    dl_time_parse_rfc3339(s, n, &ev->ts_ms, NULL, 0) < 0)
+		return false;
+	if (!(s = plain(buf, &m[M_RECEIVED], &n)) ||
+	    dl_time_parse_rfc3339(s, n, &ev->received_at_ms, NULL, 0) < 0)
+		return false;
+	if (!(s = plain(buf, &m[M_SOURCE], &n)))
+		return false;
+	for (i = 0; source_names[i] != NULL; i++)
+		if (strlen(source_names[i]) == n && memcmp(source_names[i], s, n) == 0)
+			break;
+	if (source_names[i] == NULL)
+		return false;
+	ev->source = (enum proto_event_source)i;
+	return true;
+}
+
 /* The envelope is validated in one strict pass that also finds the payload; only the rest
  * (the payload replaced by null) becomes a cJSON tree. Building a tree of the payload too, to
  * copy its bytes out again, cost more than the detector spent on the event itself. */
 int proto_event_decode(const char *buf, size_t len, struct proto_event *ret, char *errbuf,
 		       size_t errlen)
 {
-	static const char *const raw[] = { "payload" };
 	struct proto_json_scan_error se = { 0 };
-	struct proto_json_member pm;
+	struct proto_json_member sm[M_COUNT], pm;
 	struct proto_event *ev;
 	size_t end, rlen;
 	cJSON *root;
@@ -141,8 +212,8 @@ int proto_event_decode(const char *buf, size_t len, struct proto_event *ret, cha
 			       len, PROTO_EVENT_MAX_BYTES);
 		return -EMSGSIZE;
 	}
-	if (proto_json_scan_object((const unsigned char *)buf, 0, len, PROTO_EVENT_MAX_DEPTH, raw, 1,
-				   &pm, &end, &se) < 0) {
+	if (proto_json_scan_object((const unsigned char *)buf, 0, len, PROTO_EVENT_MAX_DEPTH,
+				   scan_names, M_COUNT, sm, &end, &se) < 0) {
 		/* The wording the other codecs use (proto_json_parse). */
 		if (strcmp(se.code, "not_an_object") == 0)
 			proto_json_err(errbuf, errlen, "event: must be a JSON object");
@@ -163,7 +234,29 @@ int proto_event_decode(const char *buf, size_t len, struct proto_event *ret, cha
 			       "event: unexpected data after the JSON value at byte %zu", end);
 		return -EINVAL;
 	}
+	pm = sm[M_PAYLOAD];
 	if (pm.seen) {
+		/* The common case needs no tree at all. */
+		struct event_head h;
+		char *payload;
+
+		if (event_from_spans(buf, sm, &h)) {
+			payload = malloc(pm.vlen + 1);
+			if (payload == NULL)
+				return -ENOMEM;
+			memcpy(payload, buf + pm.voff, pm.vlen);
+			payload[pm.vlen] = '\0';
+			proto_event_init(ret);
+			memcpy(ret->id, h.id, sizeof(h.id));
+			memcpy(ret->org_id, h.org_id, sizeof(h.org_id));
+			memcpy(ret->stream, h.stream, sizeof(h.stream));
+			ret->ts_ms = h.ts_ms;
+			ret->received_at_ms = h.received_at_ms;
+			ret->source = h.source;
+			ret->payload = payload;
+			ret->payload_len = pm.vlen;
+			return 0;
+		}
 		rlen = len - pm.vlen + 4;
 		rest = malloc(rlen);
 		if (rest == NULL)

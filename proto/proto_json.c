@@ -296,6 +296,14 @@ static bool chars_ok(enum proto_json_chars chars, const char *s, size_t len)
 	return true;
 }
 
+bool proto_json_chars_ok(enum proto_json_chars chars, const char *s, size_t len, size_t min_chars,
+			 size_t max_chars)
+{
+	if (chars == PROTO_JSON_TEXT || chars == PROTO_JSON_UUID)
+		return false; /* not ASCII-only sets */
+	return len >= min_chars && len <= max_chars && chars_ok(chars, s, len);
+}
+
 static const char *chars_name(enum proto_json_chars chars)
 {
 	switch (chars) {

@@ -29,6 +29,12 @@ enum proto_json_chars {
  * is not one: no overlong forms, surrogates or code points past U+10FFFF. avail bytes exist. */
 size_t proto_json_utf8_seq(const unsigned char *s, size_t avail);
 
+/* True when the len bytes at s (no escapes: the text itself) are min_chars..max_chars characters
+ * of the ASCII-only set chars (PROTO_JSON_ID, _SNAKE, _SLUG or _TOPIC): the rule
+ * proto_json_string applies, for decoders reading a span without a tree. */
+bool proto_json_chars_ok(enum proto_json_chars chars, const char *s, size_t len, size_t min_chars,
+			 size_t max_chars);
+
 void proto_json_err(char *errbuf, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

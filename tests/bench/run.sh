@@ -131,9 +131,9 @@ $(cat "$TMP/q1.txt")
 \`\`\`
 HDR
 } >"$OUT.tmp"
-# Keep the sections tests/bench/ingest.sh and tests/bench/detector.sh write (they need a running
+# Keep the sections tests/bench/ingest.sh, detector.sh and metering.sh write (they need a running
 # stack, this script does not).
-for sec in ingest detector; do
+for sec in ingest detector metering; do
 	if [ -f "$OUT" ] && grep -q "<!-- $sec:begin" "$OUT"; then
 		printf '\n' >>"$OUT.tmp"
 		sed -n "/<!-- $sec:begin/,/<!-- $sec:end -->/p" "$OUT" >>"$OUT.tmp"

@@ -303,8 +303,27 @@ START_TEST(test_payload_found_by_scan)
 			      "case %zu: %s", i, err);
 		ck_assert_str_eq(ev.payload, cases[i].payload);
 		ck_assert_uint_eq(ev.payload_len, strlen(cases[i].payload));
+		/* The header reads the same with or without attributes (tree or spans). */
+		ck_assert_str_eq(ev.id, "e1");
+		ck_assert_str_eq(ev.org_id, ORG);
+		ck_assert_str_eq(ev.stream, "s");
+		ck_assert_int_eq(ev.ts_ms, INT64_C(1795737600000));
+		ck_assert_int_eq(ev.received_at_ms, INT64_C(1795737601000));
+		ck_assert_int_eq(ev.source, PROTO_EVENT_SOURCE_HTTP);
 		proto_event_free(&ev);
 	}
+	/* An escaped header value is the same text (the general path reads it). */
+	snprintf(buf, sizeof(buf), "%s\"payload\":1}", head);
+	{
+		char *e = strstr(buf, "\"e1\"");
+
+		ck_assert_ptr_nonnull(e);
+		memmove(e + 7, e + 2, strlen(e + 2) + 1);
+		memcpy(e + 1, "\\u0065", 6);
+	}
+	ck_assert_msg(proto_event_decode(buf, strlen(buf), &ev, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_str_eq(ev.id, "e1");
+	proto_event_free(&ev);
 	snprintf(buf, sizeof(buf), "%s\"payload\":{\"a\":01}}", head);
 	ck_assert_int_eq(proto_event_decode(buf, strlen(buf), &ev, err, sizeof(err)), -EINVAL);
 	ck_assert_msg(strncmp(err, "event: malformed JSON at byte", 29) == 0, "%s", err);
