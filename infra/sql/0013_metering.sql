@@ -30,6 +30,10 @@ DECLARE
     v_after bigint;
     v_ps timestamptz;
     v_pe timestamptz;
+    v_at timestamptz[];
+    v_lo timestamptz;
+    v_hi timestamptz;
+    v_one boolean := false;
     p record;
     t integer;
 BEGIN
@@ -55,9 +59,8 @@ BEGIN
     r_included := NULL;
     r_overage_allowed := NULL;
 
-    -- Periods in start order, so concurrent writers lock usage_counters rows in one order.
-    FOR p IN
-        WITH ins AS (
+    -- Insert; keep the detected_at of the rows actually inserted (a redelivered row is not).
+    WITH ins AS (
             INSERT INTO public.anomalies AS a
                 (org_id, id, stream, event_id, event_ts, detected_at, kind, score, p_value,
                  severity, signals, window_start, window_end, window_events, entity_field,
@@ -86,11 +89,38 @@ BEGIN
                     detector_version text, detector_sensitivity double precision)
             ON CONFLICT (org_id, id) DO NOTHING
             RETURNING a.detected_at)
-        SELECT up.period_start AS ps, up.period_end AS pe, count(*) AS n
-          FROM ins
-         CROSS JOIN LATERAL public.dl_usage_period(p_org, ins.detected_at) AS up
+    SELECT pg_catalog.array_agg(ins.detected_at), min(ins.detected_at), max(ins.detected_at)
+      INTO v_at, v_lo, v_hi
+      FROM ins;
+
+    -- dl_usage_period(p_org, t) only changes where one of the org's subscription periods starts
+    -- or ends or a UTC month starts. When the first and last row get the same period and no
+    -- subscription boundary lies between them, every row of the batch is in that period (a
+    -- month start between them would have given two months or lie inside one subscription
+    -- period); otherwise each row gets its own call.
+    IF v_lo IS NOT NULL THEN
+        SELECT up.period_start, up.period_end INTO v_ps, v_pe
+          FROM public.dl_usage_period(p_org, v_lo) AS up;
+        SELECT up.period_start = v_ps AND up.period_end = v_pe INTO v_one
+          FROM public.dl_usage_period(p_org, v_hi) AS up;
+        v_one := v_one AND NOT EXISTS (
+            SELECT 1 FROM public.subscriptions AS s
+             WHERE s.org_id = p_org
+               AND (s.current_period_start > v_lo AND s.current_period_start <= v_hi
+                    OR s.current_period_end > v_lo AND s.current_period_end <= v_hi));
+    END IF;
+
+    -- Periods in start order, so concurrent writers lock usage_counters rows in one order.
+    FOR p IN
+        SELECT v_ps AS ps, v_pe AS pe, pg_catalog.cardinality(v_at)::bigint AS n
+         WHERE v_one
+        UNION ALL
+        SELECT up.period_start, up.period_end, count(*)
+          FROM pg_catalog.unnest(v_at) AS t (at)
+         CROSS JOIN LATERAL public.dl_usage_period(p_org, t.at) AS up
+         WHERE v_lo IS NOT NULL AND NOT v_one
          GROUP BY up.period_start, up.period_end
-         ORDER BY up.period_start
+         ORDER BY 1
     LOOP
         INSERT INTO public.usage_counters AS u (org_id, period_start, period_end, anomalies)
         VALUES (p_org, p.ps, p.pe, p.n)

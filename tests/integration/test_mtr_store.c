@@ -427,6 +427,18 @@ START_TEST(test_over_quota_policies)
 }
 END_TEST
 
+/* An active subscription of org for [start, end). */
+static void sub_for(const char *org, const char *start, const char *end)
+{
+	char sub[64];
+
+	snprintf(sub, sizeof(sub), "sub_%.8s%.4s%.4s", org, org + 9, org + 14);
+	dl_itest_sql("INSERT INTO subscriptions (stripe_subscription_id, org_id, plan_code, status,"
+		     " current_period_start, current_period_end) VALUES ($1, $2::uuid, 'developer',"
+		     " 'active', $3::timestamptz, $4::timestamptz)",
+		     (const char *const[]){ sub, org, start, end, NULL }, NULL, 0);
+}
+
 /* One batch across a month boundary, and across a subscription's period start. */
 START_TEST(test_period_rollover)
 {
@@ -456,16 +468,7 @@ START_TEST(test_period_rollover)
 	/* A subscription from Nov 10 to Dec 10: Nov 5 counts in the calendar month, Nov 15 in
 	 * the subscription's period. */
 	new_org("developer", "soft_cap", org2);
-	{
-		char sub[64];
-
-		snprintf(sub, sizeof(sub), "sub_%.8s%.4s", org2, org2 + 9);
-		dl_itest_sql("INSERT INTO subscriptions (stripe_subscription_id, org_id, plan_code,"
-			     " status, current_period_start, current_period_end) VALUES ($1,"
-			     " $2::uuid, 'developer', 'active', '2026-11-10T00:00:00Z',"
-			     " '2026-12-10T00:00:00Z')",
-			     (const char *const[]){ sub, org2, NULL }, NULL, 0);
-	}
+	sub_for(org2, "2026-11-10T00:00:00Z", "2026-12-10T00:00:00Z");
 	a = make(org2, "p", 5, ms_of("2026-11-05T12:00:00.000Z"));
 	a[2].detected_at_ms = a[3].detected_at_ms = a[4].detected_at_ms =
 		ms_of("2026-11-15T12:00:00.000Z");
@@ -479,6 +482,38 @@ START_TEST(test_period_rollover)
 				 " period_end = '2026-12-10T00:00:00Z'",
 				 org2),
 			 3);
+	free(a);
+
+	/* The first and last anomaly in the same month, one in between in a short subscription
+	 * period [Nov 10, Nov 20); and a subscription period [Oct 20, Nov 20) spanning a month
+	 * start, where both count in the subscription's period. */
+	new_org("developer", "soft_cap", org);
+	sub_for(org, "2026-11-10T00:00:00Z", "2026-11-20T00:00:00Z");
+	a = make(org, "q", 3, ms_of("2026-11-05T12:00:00.000Z"));
+	a[1].detected_at_ms = ms_of("2026-11-15T12:00:00.000Z");
+	a[2].detected_at_ms = ms_of("2026-11-25T12:00:00.000Z");
+	store(&f, a, 3, &res);
+	ck_assert_int_eq(sql_num("SELECT anomalies FROM usage_counters WHERE org_id = $1::uuid AND"
+				 " period_start = '2026-11-01T00:00:00Z'",
+				 org),
+			 2);
+	ck_assert_int_eq(sql_num("SELECT anomalies FROM usage_counters WHERE org_id = $1::uuid AND"
+				 " period_start = '2026-11-10T00:00:00Z'",
+				 org),
+			 1);
+	free(a);
+	new_org("developer", "soft_cap", org2);
+	sub_for(org2, "2026-10-20T00:00:00Z", "2026-11-20T00:00:00Z");
+	a = make(org2, "w", 2, ms_of("2026-10-25T12:00:00.000Z"));
+	a[1].detected_at_ms = ms_of("2026-11-05T12:00:00.000Z");
+	store(&f, a, 2, &res);
+	ck_assert_int_eq(sql_num("SELECT sum(anomalies) FROM usage_counters WHERE org_id = $1::uuid"
+				 " AND period_start = '2026-10-20T00:00:00Z'",
+				 org2),
+			 2);
+	ck_assert_int_eq(sql_num("SELECT count(*) FROM usage_counters WHERE org_id = $1::uuid",
+				 org2),
+			 1);
 	free(a);
 	fx_down(&f);
 }
