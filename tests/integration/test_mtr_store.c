@@ -679,6 +679,40 @@ START_TEST(test_lookups_refused_to_other_roles)
 }
 END_TEST
 
+/* Batches of 1,000 spread over 100 orgs (10 each): one round trip per org. */
+START_TEST(test_throughput_many_orgs)
+{
+	fixture f;
+	mtr_store_result res;
+	struct proto_anomaly *a;
+	char orgs[100][37];
+	int64_t t0, ns;
+	int b, i;
+
+	fx_up(&f);
+	for (i = 0; i < 100; i++)
+		new_org("pro", "soft_cap", orgs[i]);
+	a = make(orgs[0], "y", 1000, dl_time_now_ms());
+	t0 = dl_time_mono_ns();
+	for (b = 0; b < 5; b++) {
+		for (i = 0; i < 1000; i++) {
+			snprintf(a[i].id, sizeof(a[i].id), "mo%d-%d", b, i);
+			snprintf(a[i].org_id, sizeof(a[i].org_id), "%s", orgs[i % 100]);
+		}
+		store(&f, a, 1000, &res);
+		ck_assert_uint_eq(res.stored, 1000);
+		ck_assert_uint_eq(res.norgs, 100);
+	}
+	ns = dl_time_mono_ns() - t0;
+	fprintf(stderr, "mtr_store throughput, 100 orgs a batch: 5 batches of 1000 in %.3f s = %.0f "
+		"anomalies/s\n", (double)ns / 1e9, 5000.0 / ((double)ns / 1e9));
+	for (i = 0; i < 100; i++)
+		ck_assert_int_eq(usage_of(&res, orgs[i])->anomalies, 50);
+	free(a);
+	fx_down(&f);
+}
+END_TEST
+
 /* A DSN libpq cannot parse fails at creation; an unreachable server only fails the calls. */
 START_TEST(test_bad_and_unreachable_dsn)
 {
@@ -760,6 +794,7 @@ static Suite *mtr_store_suite(void)
 	tcase_add_test(tc, test_lookups_refused_to_other_roles);
 	tcase_add_test(tc, test_bad_and_unreachable_dsn);
 	tcase_add_test(tc, test_throughput);
+	tcase_add_test(tc, test_throughput_many_orgs);
 	tcase_add_test(tc, test_database_restart);
 	suite_add_tcase(s, tc);
 	return s;
