@@ -18,6 +18,7 @@ typedef struct dl_pgpool dl_pgpool;
 typedef struct ingest_auth ingest_auth;
 typedef struct ingest_ratelimit ingest_ratelimit;
 typedef struct ingest_sse ingest_sse;
+typedef struct ingest_usage ingest_usage;
 typedef struct ingest_config ingest_config; /* ingest_config.h */
 
 /* One per process, made by main.c's setup; every module reads it, none frees what it did not
@@ -33,6 +34,7 @@ typedef struct ingest_ctx {
 	ingest_auth *auth;            /* API keys (ingest_auth.h) */
 	ingest_ratelimit *rl;         /* per key and per org limits in Redis (ingest_ratelimit.h) */
 	ingest_sse *sse;              /* live anomalies (ingest_sse.h) */
+	ingest_usage *usage;          /* live usage from Redis (ingest_usage.h) */
 } ingest_ctx;
 
 /* Who is calling: filled by authentication, valid for the request. */
@@ -45,7 +47,8 @@ typedef struct ingest_principal {
 	int64_t rate_per_s;       /* plans.ingest_events_per_second */
 	int64_t rate_burst;       /* plans.ingest_burst */
 	int64_t included;         /* plans.included_anomalies */
-	int64_t period_anomalies; /* usage_counters.anomalies of the current period (cached) */
+	int64_t period_anomalies; /* usage_counters.anomalies of the current period (cached; the
+	                           * quota gate replaces it by the live count, ingest_usage.h) */
 } ingest_principal;
 
 #endif /* DL_INGEST_H */

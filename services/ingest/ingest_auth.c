@@ -18,6 +18,7 @@
 #include "common/dl_pg.h"
 #include "common/dl_pgpool.h"
 #include "services/ingest/ingest_authcache.h"
+#include "services/ingest/ingest_usage.h"
 
 /* A valid entry is refreshed in the background once this share of its TTL has passed, so a
  * key in steady use never waits for the database; a failed refresh is retried after
@@ -63,6 +64,7 @@ struct ingest_auth {
 	dl_pgpool *db;
 	dl_apikey_hasher *hasher;
 	ingest_authcache *cache;
+	ingest_usage *usage; /* NULL: the quota gate uses the database's count */
 	int64_t ttl_ms, negative_ttl_ms;
 	auth_job *pending;
 	size_t npending;
@@ -160,13 +162,58 @@ static bool billing_refused(ingest_auth *a, dl_http_req *req, const ingest_princ
 	return false;
 }
 
-static void serve(ingest_auth *a, dl_http_req *req, unsigned flags, const ingest_principal *who,
-		  ingest_auth_cb cb, void *arg)
+static void finish(ingest_auth *a, dl_http_req *req, unsigned flags, const ingest_principal *who,
+		   ingest_auth_cb cb, void *arg)
 {
 	if ((flags & INGEST_AUTH_BILLING_GATE) && billing_refused(a, req, who))
 		return;
 	count(a->m_requests, "ok");
 	cb(req, who, arg);
+}
+
+/* A request of a block org waiting for its live count. */
+typedef struct gate_wait {
+	ingest_auth *a;
+	unsigned flags;
+	ingest_principal who;
+	ingest_auth_cb cb;
+	void *arg;
+} gate_wait;
+
+static void gate_live(dl_http_req *req, const ingest_usage_live *live, void *arg)
+{
+	gate_wait *g = arg;
+
+	/* Only the count: included comes from the plan as the database has it now, so an
+	 * upgrade opens the gate without waiting for metering to write the hash again. */
+	if (live)
+		g->who.period_anomalies = live->anomalies;
+	finish(g->a, req, g->flags, &g->who, g->cb, g->arg);
+	free(g);
+}
+
+/* Only a block org's quota can refuse a request, so only those wait for the live count. */
+static void serve(ingest_auth *a, dl_http_req *req, unsigned flags, const ingest_principal *who,
+		  ingest_auth_cb cb, void *arg)
+{
+	gate_wait *g;
+
+	if ((flags & INGEST_AUTH_BILLING_GATE) && a->usage &&
+	    strcmp(who->billing_status, "suspended") != 0 &&
+	    strcmp(who->over_quota, "block") == 0) {
+		g = malloc(sizeof(*g));
+		if (g) {
+			g->a = a;
+			g->flags = flags;
+			g->who = *who;
+			g->cb = cb;
+			g->arg = arg;
+			ingest_usage_get(a->usage, who->org_id, req, gate_live, g);
+			return;
+		}
+		/* Out of memory: the database's count still gates. */
+	}
+	finish(a, req, flags, who, cb, arg);
 }
 
 /* ---------------------------------------------------------------- the look-up (worker thread) */
@@ -535,6 +582,12 @@ out_free:
 	dl_apikey_hasher_free(a->hasher);
 	free(a);
 	return r;
+}
+
+void ingest_auth_set_usage(ingest_auth *a, ingest_usage *u)
+{
+	if (a)
+		a->usage = u;
 }
 
 void ingest_auth_free(ingest_auth *a)

@@ -35,6 +35,12 @@ typedef struct ingest_auth_options {
 int ingest_auth_new(dl_pgpool *db, dl_metrics_registry *metrics, const ingest_auth_options *opts,
 		    char *errbuf, size_t errlen, ingest_auth **ret);
 
+/* The quota gate of INGEST_AUTH_BILLING_GATE reads the period's count of an org whose policy is
+ * block from u (the live count metering keeps in Redis, at most a second old) instead of the
+ * cached database value, when u has one. u may be NULL (database only); it must be freed before
+ * a (ingest_usage_free serves what waits on it). Loop thread. */
+void ingest_auth_set_usage(ingest_auth *a, ingest_usage *u);
+
 /* Frees the module. Requests still waiting for a look-up are answered 503 at once; look-ups
  * still running finish harmlessly later (free the db pool before or after). Accepts NULL. */
 void ingest_auth_free(ingest_auth *a);
@@ -46,7 +52,7 @@ typedef void (*ingest_auth_cb)(dl_http_req *req, const ingest_principal *who, vo
  * cb (at once on a cache hit, else later on the loop). On failure replies itself and never
  * calls cb: 401 missing_api_key / invalid_api_key (unknown or revoked), 402 payment_required
  * (flags has INGEST_AUTH_BILLING_GATE and the org is suspended or over a blocking quota; the
- * body says which), 503 unavailable (database down and no cached answer; Retry-After). */
+ * body says which; the quota is checked against the live count, see ingest_auth_set_usage), 503 unavailable (database down and no cached answer; Retry-After). */
 void ingest_auth_request(ingest_ctx *ctx, dl_http_req *req, unsigned flags, ingest_auth_cb cb,
 			 void *arg);
 

@@ -78,6 +78,8 @@ typedef struct rl_call {
 	int64_t need, want;
 	int64_t sent_ms;
 	bool retried;         /* sent again with EVAL after NOSCRIPT */
+	ingest_rl_redis_fn fn; /* a command of another module (ingest_ratelimit_redis_command) */
+	void *fn_arg;
 	struct rl_call *next;
 } rl_call;
 
@@ -530,6 +532,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	bool refused = false;
 
 	(void)ac;
+	if (c->fn) {
+		/* Another module's command: its reply is its own business, not the limiter's. */
+		if (rl)
+			calls_remove(rl, c);
+		c->fn(reply, c->fn_arg);
+		free(c);
+		return;
+	}
 	if (!rl) {
 		free(c);
 		return;
@@ -578,6 +588,31 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	free(c);
 	if (k)
 		drain_waiters(rl, k, refused);
+}
+
+int ingest_ratelimit_redis_command(ingest_ratelimit *rl, int argc, const char **argv,
+				   ingest_rl_redis_fn fn, void *arg)
+{
+	int64_t now = now_ms();
+	rl_call *c;
+
+	if (!rl || !fn)
+		return -EINVAL;
+	if (!redis_usable(rl, now))
+		return -ENOTCONN;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->rl = rl;
+	c->fn = fn;
+	c->fn_arg = arg;
+	c->sent_ms = now;
+	if (redisAsyncCommandArgv(rl->ac, on_reply, c, argc, argv, NULL) != REDIS_OK) {
+		free(c);
+		return -ENOTCONN;
+	}
+	calls_push(rl, c);
+	return 0;
 }
 
 /* ---------------------------------------------------------------- connection */

@@ -67,4 +67,18 @@ typedef void (*ingest_rl_release_fn)(void *arg);
 void ingest_ratelimit_take(ingest_ctx *ctx, dl_http_req *req, const ingest_principal *who,
 			   int64_t cost, ingest_rl_cb cb, ingest_rl_release_fn release, void *arg);
 
+/* The reply to a command sent with ingest_ratelimit_redis_command: the server's reply (may be
+ * of type REDIS_REPLY_ERROR; owned by hiredis, valid during the call), or NULL when there was
+ * none (connection lost, no answer within the limiter's timeout_ms, or the limiter freed). */
+struct redisReply;
+typedef void (*ingest_rl_redis_fn)(const struct redisReply *reply, void *arg);
+
+/* Sends one command (argc C-string arguments, copied) on the limiter's Redis connection, for
+ * the other readers of Redis in ingest (ingest_usage): one connection per process. fn is called
+ * exactly once, later on the loop, unless this fails. Returns 0, or -ENOTCONN (Redis is down or
+ * was failing in the last second: nothing sent, fn never called) / -ENOMEM / -EINVAL (rl NULL).
+ * Loop thread. */
+int ingest_ratelimit_redis_command(ingest_ratelimit *rl, int argc, const char **argv,
+				   ingest_rl_redis_fn fn, void *arg);
+
 #endif /* DL_INGEST_RATELIMIT_H */

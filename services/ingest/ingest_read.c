@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include "proto/proto_topics.h"
 #include "services/ingest/ingest_auth.h"
 #include "services/ingest/ingest_read_params.h"
+#include "services/ingest/ingest_usage.h"
 
 #define READ_HISTORY_MAX 100 /* status changes shown with one anomaly, newest first */
 #define READ_RETRY_AFTER_DB "2"
@@ -76,6 +78,8 @@ typedef struct read_job {
 	} in;
 	ingest_stream_put put;
 	int64_t start_ns;
+	bool has_live; /* GET /v1/usage: metering's live count (ingest_usage.h) */
+	ingest_usage_live live;
 	/* results */
 	int status;
 	char code[40];
@@ -613,9 +617,10 @@ static int work_stream_put(dl_pg *pg, read_job *job)
 static int work_usage(dl_pg *pg, read_job *job)
 {
 	const char *vals[1] = { job->org_id };
+	int64_t counted, included, overage;
 	PGresult *res;
 	cJSON *u, *t;
-	bool ok, allowed;
+	bool ok, allowed, live;
 	int r;
 
 	r = read_exec(pg, job, "read_usage", 1, vals, &res);
@@ -628,18 +633,32 @@ static int work_usage(dl_pg *pg, read_job *job)
 		return 0;
 	}
 	allowed = col_text(res, 0, 8)[0] == 't';
+	/* The live count answers when it is of the period the database computed for now; the
+	 * rest (plan, price, thresholds) is the database's. */
+	live = job->has_live && job->live.period_start_ms == col_int(res, 0, 2);
+	counted = live ? job->live.anomalies : col_int(res, 0, 4);
+	included = col_int(res, 0, 5);
+	overage = counted > included ? counted - included : 0;
 	u = cJSON_CreateObject();
 	t = cJSON_Parse(col_text(res, 0, 13));
 	if (u && t && !cJSON_AddItemToObject(u, "thresholds_reached", t))
 		cJSON_Delete(t);
 	ok = u && t && put_text(u, "plan", res, 0, 0) && put_text(u, "plan_name", res, 0, 1) &&
 	     put_time(u, "period_start", res, 0, 2) && put_time(u, "period_end", res, 0, 3) &&
-	     put_num(u, "anomalies", res, 0, 4) && put_num(u, "included", res, 0, 5) &&
-	     put_num(u, "percent_used", res, 0, 6) && put_num(u, "overage", res, 0, 7) &&
+	     cJSON_AddNumberToObject(u, "anomalies", (double)counted) &&
+	     put_num(u, "included", res, 0, 5) &&
+	     (included > 0
+		      ? cJSON_AddNumberToObject(u, "percent_used",
+						round(10000.0 * (double)counted / (double)included) /
+							100.0) != NULL
+		      : cJSON_AddNullToObject(u, "percent_used") != NULL) &&
+	     cJSON_AddNumberToObject(u, "overage", (double)overage) &&
 	     cJSON_AddBoolToObject(u, "overage_allowed", allowed) &&
 	     put_num(u, "overage_price_microusd", res, 0, 10) &&
-	     (allowed ? put_num(u, "estimated_overage_microusd", res, 0, 9)
+	     (allowed ? cJSON_AddNumberToObject(u, "estimated_overage_microusd",
+						(double)overage * col_num(res, 0, 10)) != NULL
 		      : cJSON_AddNullToObject(u, "estimated_overage_microusd") != NULL) &&
+	     cJSON_AddStringToObject(u, "source", live ? "live" : "database") &&
 	     put_text(u, "billing_status", res, 0, 11) && put_text(u, "over_quota", res, 0, 12) &&
 	     cJSON_GetObjectItemCaseSensitive(u, "thresholds_reached");
 	PQclear(res);
@@ -875,11 +894,13 @@ static int read_input(read_job *job)
 	return r;
 }
 
+static void read_submit(read_job *job);
+static void read_usage_live(dl_http_req *req, const ingest_usage_live *live, void *arg);
+
 static void read_authed(dl_http_req *req, const ingest_principal *who, void *arg)
 {
 	const read_route *rt = arg;
 	read_job *job = calloc(1, sizeof(*job));
-	int r;
 
 	if (!job) {
 		dl_http_reply_error(req, 500, "internal_error", "out of memory");
@@ -894,6 +915,32 @@ static void read_authed(dl_http_req *req, const ingest_principal *who, void *arg
 		read_job_free(job);
 		return;
 	}
+	if (rt->op == OP_USAGE) {
+		ingest_usage_get(rs.ctx->usage, job->org_id, req, read_usage_live, job);
+		return;
+	}
+	read_submit(job);
+}
+
+/* GET /v1/usage: the live count (or none) arrived; now the database. */
+static void read_usage_live(dl_http_req *req, const ingest_usage_live *live, void *arg)
+{
+	read_job *job = arg;
+
+	(void)req;
+	if (live) {
+		job->has_live = true;
+		job->live = *live;
+	}
+	read_submit(job);
+}
+
+static void read_submit(read_job *job)
+{
+	dl_http_req *req = job->req;
+	const read_route *rt = job->route;
+	int r;
+
 	r = dl_pgpool_submit(rs.ctx->db, read_work, read_done, job);
 	if (r < 0) {
 		read_fail_count(job, r == -EAGAIN ? "queue_full" : "unavailable");

@@ -23,6 +23,7 @@
 #include "services/ingest/ingest_body.h"
 #include "services/ingest/ingest_events.h"
 #include "services/ingest/ingest_ratelimit.h"
+#include "services/ingest/ingest_usage.h"
 #include "services/ingest/ingest_read.h"
 #include "services/ingest/ingest_sse.h"
 
@@ -302,9 +303,15 @@ static int ingest_setup(dl_service *svc, dl_deps *deps, void *cfgp, void **ret_s
 				 errbuf, errlen, &st->ctx.rl);
 	if (r < 0)
 		goto out_free_auth;
-	r = ingest_events_new(&st->ctx, errbuf, errlen, &st->events);
+	/* The quota gate and GET /v1/usage read metering's live counts on the limiter's
+	 * Redis connection. */
+	r = ingest_usage_new(st->ctx.rl, st->ctx.metrics, &st->ctx.usage, errbuf, errlen);
 	if (r < 0)
 		goto out_free_rl;
+	ingest_auth_set_usage(st->ctx.auth, st->ctx.usage);
+	r = ingest_events_new(&st->ctx, errbuf, errlen, &st->events);
+	if (r < 0)
+		goto out_free_usage;
 	r = ingest_read_register(&st->ctx, errbuf, errlen);
 	if (r < 0)
 		goto out_free_events;
@@ -341,6 +348,8 @@ out_free_sse:
 	ingest_sse_free(st->ctx.sse);
 out_free_events:
 	ingest_events_free(st->events);
+out_free_usage:
+	ingest_usage_free(st->ctx.usage);
 out_free_rl:
 	ingest_ratelimit_free(st->ctx.rl);
 out_free_auth:
@@ -363,6 +372,8 @@ static void ingest_teardown(void *opaque)
 	if (st->drain_timer)
 		event_free(st->drain_timer);
 	ingest_sse_free(st->ctx.sse);
+	/* Before the server: what waits on it is still answered on live requests. */
+	ingest_usage_free(st->ctx.usage);
 	dl_http_server_free(st->ctx.http);
 	ingest_events_free(st->events);
 	ingest_ratelimit_free(st->ctx.rl);
