@@ -15,10 +15,12 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/dl_redis.h"
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
 #include "proto/proto_dlq.h"
 #include "proto/proto_topics.h"
+#include "proto/proto_usage.h"
 #include "tests/support/dl_itest.h"
 #include "tests/support/mtr_scenario.h"
 
@@ -125,8 +127,9 @@ static void hard_kill(dl_itest_proc *p)
 
 /* The org's usage notifications on the topic: how many messages, and how many distinct ids
  * with the thresholds they name (thresholds[] gets each distinct one once). */
-static size_t notifications(const char *org, size_t want, int timeout_ms, size_t *ret_distinct,
-			    long *thresholds)
+static size_t notifications_of(const char *org, const char *plan, size_t want, int timeout_ms,
+			       size_t *ret_distinct, long *thresholds, char *action120,
+			       size_t action_len)
 {
 	dl_itest_msg *m = NULL;
 	size_t n = dl_itest_topic_read(DL_TOPIC_NOTIFICATIONS, org, want, timeout_ms, &m);
@@ -145,8 +148,10 @@ static size_t notifications(const char *org, size_t want, int timeout_ms, size_t
 		ck_assert_str_eq(kind->valuestring, "usage_threshold");
 		t = cJSON_GetObjectItemCaseSensitive(data, "threshold");
 		ck_assert(cJSON_IsNumber(t));
-		ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(data, "plan")->valuestring,
-				 "mtr_test10");
+		ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(data, "plan")->valuestring, plan);
+		if (action120 && t->valuedouble == 120)
+			snprintf(action120, action_len, "%s",
+				 cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(data, "action")));
 		for (size_t k = 0; k < distinct; k++)
 			if (strcmp(ids[k], id->valuestring) == 0)
 				seen = true;
@@ -161,6 +166,60 @@ static size_t notifications(const char *org, size_t want, int timeout_ms, size_t
 	dl_itest_msgs_free(m, n);
 	*ret_distinct = distinct;
 	return n;
+}
+
+static size_t notifications(const char *org, size_t want, int timeout_ms, size_t *ret_distinct,
+			    long *thresholds)
+{
+	return notifications_of(org, "mtr_test10", want, timeout_ms, ret_distinct, thresholds, NULL,
+				0);
+}
+
+/* A field of the org's live usage hash in Redis ("" when missing). */
+static void usage_field(const char *org, const char *field, char *out, size_t len)
+{
+	char key[80], err[256] = "";
+	const char *argv[3] = { "HGET", key, field };
+	redisReply *rep = NULL;
+	dl_redis *r = NULL;
+
+	snprintf(key, sizeof(key), "dl:usage:%s", org);
+	ck_assert_msg(dl_redis_connect_url(dl_itest_env("DRIFTLOCK_REDIS_URL"), 2000, 2000, err,
+					   sizeof(err), &r) == 0, "%s", err);
+	ck_assert_msg(dl_redis_command_argv(r, 3, argv, NULL, &rep, err, sizeof(err)) == 0, "%s",
+		      err);
+	snprintf(out, len, "%s", rep->type == REDIS_REPLY_STRING ? rep->str : "");
+	freeReplyObject(rep);
+	dl_redis_free(r);
+}
+
+static void redis_del(const char *key)
+{
+	char err[256] = "";
+	const char *argv[2] = { "DEL", key };
+	redisReply *rep = NULL;
+	dl_redis *r = NULL;
+
+	ck_assert(dl_redis_connect_url(dl_itest_env("DRIFTLOCK_REDIS_URL"), 2000, 2000, err,
+				       sizeof(err), &r) == 0);
+	ck_assert_msg(dl_redis_command_argv(r, 2, argv, NULL, &rep, err, sizeof(err)) == 0, "%s",
+		      err);
+	freeReplyObject(rep);
+	dl_redis_free(r);
+}
+
+static bool wait_usage_field(const char *org, const char *field, const char *want,
+			     int timeout_ms)
+{
+	char v[64] = "";
+
+	for (int t = 0; t < timeout_ms / 100; t++) {
+		usage_field(org, field, v, sizeof(v));
+		if (strcmp(v, want) == 0)
+			return true;
+		usleep(100000);
+	}
+	return false;
 }
 
 static long long pending_outbox(const char *org)
@@ -420,6 +479,103 @@ START_TEST(test_retention_deletes_expired_rows)
 }
 END_TEST
 
+START_TEST(test_over_quota_policies)
+{
+	static const char *const plans[] = { "mtr_test10", "mtr_test10", "mtr_test10o", "mtr_test10" };
+	static const char *const policies[] = { "soft_cap", "block", "allow_overage",
+						"allow_overage" };
+	static const char *const actions[] = { "warn", "blocked", "overage", "warn" };
+	struct proto_anomaly a[12];
+	char orgs[4][37], action[32], v[64];
+	size_t distinct;
+	dl_itest_proc p;
+
+	for (size_t k = 0; k < 4; k++)
+		org_on(plans[k], policies[k], orgs[k]);
+	start(&p, orgs[0], NULL);
+	for (size_t k = 0; k < 4; k++) {
+		make(a, 12, orgs[k], orgs[k], 0, dl_time_now_ms());
+		mtr_scenario_produce(a, 10, NULL, NULL);
+		ck_assert(wait_ll(counted, orgs[k], 10, 60000));
+		mtr_scenario_produce(a + 10, 2, NULL, NULL);
+	}
+	for (size_t k = 0; k < 4; k++) {
+		dl_itest_msg *m = NULL;
+		size_t n;
+
+		/* Every policy keeps detecting and counting past 120 %. */
+		ck_assert(wait_ll(counted, orgs[k], 12, 60000));
+		ck_assert(wait_ll(pending_outbox, orgs[k], 0, 30000));
+		action[0] = '\0';
+		notifications_of(orgs[k], plans[k], 4, 30000, &distinct, NULL, action,
+				 sizeof(action));
+		ck_assert_uint_eq(distinct, 4);
+		ck_assert_msg(strcmp(action, actions[k]) == 0, "%s on %s: action %s, want %s",
+			      policies[k], plans[k], action, actions[k]);
+		/* Usage records only where overage is billed: allow_overage on an overage plan. */
+		n = dl_itest_topic_read(DL_TOPIC_USAGE, orgs[k], 1, k == 2 ? 30000 : 3000,
+					&m);
+		if (k != 2) {
+			ck_assert_uint_eq(n, 0);
+		} else {
+			struct proto_usage u;
+			char err[256] = "";
+			int64_t best = 0, best_over = -1;
+
+			ck_assert_uint_ge(n, 1);
+			/* Read on until the running total of the last batch arrived. */
+			dl_itest_msgs_free(m, n);
+			n = dl_itest_topic_read(DL_TOPIC_USAGE, orgs[k], 2, 5000, &m);
+			for (size_t i = 0; i < n; i++) {
+				ck_assert_msg(proto_usage_decode(m[i].value, m[i].len, &u, err,
+								 sizeof(err)) == 0, "%s", err);
+				ck_assert_int_gt(u.quantity, 10);
+				ck_assert_int_eq(u.overage, u.quantity - 10);
+				if (u.quantity > best) {
+					best = u.quantity;
+					best_over = u.overage;
+				}
+			}
+			ck_assert_int_eq(best, 12);
+			ck_assert_int_eq(best_over, 2);
+		}
+		dl_itest_msgs_free(m, n);
+	}
+	/* Live usage: only the block org is blocked. */
+	ck_assert(wait_usage_field(orgs[1], "anomalies", "12", 10000));
+	usage_field(orgs[1], "blocked", v, sizeof(v));
+	ck_assert_str_eq(v, "1");
+	ck_assert(wait_usage_field(orgs[0], "anomalies", "12", 10000));
+	usage_field(orgs[0], "blocked", v, sizeof(v));
+	ck_assert_str_eq(v, "0");
+	ck_assert_int_eq(dl_itest_stop(&p, 30000), 0);
+}
+END_TEST
+
+START_TEST(test_live_usage_rebuilt_when_redis_emptied)
+{
+	struct proto_anomaly a[3];
+	char org[37], key[80], v[64];
+	dl_itest_proc p;
+
+	org_on("mtr_test10", "soft_cap", org);
+	make(a, 3, org, org, 0, dl_time_now_ms());
+	start(&p, org, NULL);
+	mtr_scenario_produce(a, 3, NULL, NULL);
+	ck_assert(wait_usage_field(org, "anomalies", "3", 60000));
+	/* Redis loses everything metering wrote: it rebuilds from PostgreSQL. */
+	snprintf(key, sizeof(key), "dl:usage:%s", org);
+	redis_del(key);
+	redis_del("dl:usage:ready");
+	usage_field(org, "anomalies", v, sizeof(v));
+	ck_assert_str_eq(v, "");
+	ck_assert(wait_usage_field(org, "anomalies", "3", 20000));
+	usage_field(org, "included", v, sizeof(v));
+	ck_assert_str_eq(v, "10");
+	ck_assert_int_eq(dl_itest_stop(&p, 30000), 0);
+}
+END_TEST
+
 static Suite *metering_suite(void)
 {
 	Suite *s = suite_create("metering");
@@ -433,6 +589,8 @@ static Suite *metering_suite(void)
 	tcase_add_test(tc, test_poison_dead_lettered_partition_moves_on);
 	tcase_add_test(tc, test_detected_at_picks_the_billing_period);
 	tcase_add_test(tc, test_retention_deletes_expired_rows);
+	tcase_add_test(tc, test_over_quota_policies);
+	tcase_add_test(tc, test_live_usage_rebuilt_when_redis_emptied);
 	suite_add_tcase(s, tc);
 	return s;
 }
