@@ -29,8 +29,10 @@
  *            process (process, then idle when it has work): the engine's own events/s
  *   watch    polls the admin /metrics of the workers on --ports every 10 ms until the sum of
  *            driftlock_detector_events_total reaches --events: the wall-clock time then (ms) and
- *            the seconds since the watch started. A worker catching up on a backlog answers
- *            /metrics only once it is through, so a poll returns when the work is done.
+ *            the seconds since the watch started; also when the first events were seen
+ *            processed (first_ms) and how many then (first_events), so a rate can leave out
+ *            the consumer's start (group join, offset look-up, first fetch) as the engine's
+ *            own timing leaves out its set-up.
  *   latency  produces events from line --from on at --rate events/s for --seconds, then reads
  *            the anomalies appended since it started: for each anomaly of one of these events,
  *            its message timestamp minus the event's (both CreateTime, set by the producers);
@@ -278,7 +280,8 @@ static double metrics_events(int port)
 static int mode_watch(const opts *o)
 {
 	int64_t t0 = now_ns(), deadline = t0 + (int64_t)o->seconds * 1000000000LL;
-	double last = 0;
+	long long first_ms = 0;
+	double last = 0, first_events = 0;
 
 	for (;;) {
 		double total = 0;
@@ -291,6 +294,10 @@ static int mode_watch(const opts *o)
 		}
 		t = now_ns();
 		last = total;
+		if (first_ms == 0 && total > 0) {
+			first_ms = (long long)wall_ms();
+			first_events = total;
+		}
 		if (total >= (double)o->events)
 			break;
 		if (t > deadline) {
@@ -300,8 +307,9 @@ static int mode_watch(const opts *o)
 		}
 		usleep(10000);
 	}
-	printf("{\"events\":%.0f,\"done_ms\":%lld,\"seconds_from_start\":%.3f}\n", last,
-	       (long long)wall_ms(), (double)(now_ns() - t0) / 1e9);
+	printf("{\"events\":%.0f,\"done_ms\":%lld,\"seconds_from_start\":%.3f,"
+	       "\"first_ms\":%lld,\"first_events\":%.0f}\n",
+	       last, (long long)wall_ms(), (double)(now_ns() - t0) / 1e9, first_ms, first_events);
 	return 0;
 }
 

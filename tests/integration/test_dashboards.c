@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Integration suite for the ops dashboards: every sql block of docs/dashboards.md and every
- * panel of infra/grafana runs as driftlock_dashboard against anomalies a real detector run
- * produced, and the anomaly questions answer with those anomalies. */
+ * panel of infra/grafana runs as driftlock_dashboard against anomalies a real run produced (the
+ * detector finds them, metering stores them), and the anomaly questions answer with them. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
@@ -25,28 +26,6 @@
 static const char *const anomaly_views[] = { "anomalies_hourly", "anomalies_daily",
 					     "noisy_streams", "anomaly_latency_hourly",
 					     "usage_current_period", "stream_status", NULL };
-
-/* Stand-in for metering's store (services/metering, issue 6), which is not on main yet: the
- * anomalies are the real detector's messages read back from driftlock.anomalies.v1, stored
- * with every field of the message as metering's INSERT ... ON CONFLICT DO NOTHING does, by
- * the admin role. Replace by running driftlock-metering once it lands. */
-static const char insert_anomaly_sql[] =
-	"INSERT INTO anomalies (org_id, id, stream, event_id, event_ts, detected_at, kind, score,"
-	" p_value, severity, signals, window_start, window_end, window_events, entity_field,"
-	" entity_value, explanation_summary, explanation_signal, explanation_value, baseline_low,"
-	" baseline_median, baseline_high, evidence, excerpt, detector_version,"
-	" detector_sensitivity)"
-	" SELECT (j->>'org_id')::uuid, j->>'id', j->>'stream', j->>'event_id',"
-	" (j->>'event_ts')::timestamptz, (j->>'detected_at')::timestamptz, j->>'kind',"
-	" (j->>'score')::float8, (j->>'p_value')::float8, j->>'severity', j->'signals',"
-	" (j->'window'->>'start_ts')::timestamptz, (j->'window'->>'end_ts')::timestamptz,"
-	" (j->'window'->>'events')::integer, j->'entity'->>'field', j->'entity'->>'value',"
-	" j->'explanation'->>'summary', j->'explanation'->>'signal',"
-	" (j->'explanation'->>'value')::float8, (j->'explanation'->'baseline'->>'low')::float8,"
-	" (j->'explanation'->'baseline'->>'median')::float8,"
-	" (j->'explanation'->'baseline'->>'high')::float8, j->'explanation'->'evidence',"
-	" j->>'excerpt', j->'detector'->>'version', (j->'detector'->>'sensitivity')::float8"
-	" FROM (SELECT $1::jsonb AS j) AS m ON CONFLICT (org_id, id) DO NOTHING RETURNING id";
 
 static char *slurp(const char *rel)
 {
@@ -138,7 +117,7 @@ START_TEST(test_dashboards_real_run)
 {
 	det_scenario sc = { 0 };
 	dl_kafka_producer *prod;
-	dl_itest_proc det;
+	dl_itest_proc det, mtr;
 	dl_itest_msg *msgs = NULL;
 	char org[DL_ID_UUID_LEN + 1], apikey[128], err[256], out[256], nstored_s[32];
 	char *md, *blocks[MAX_BLOCKS], *dash_json;
@@ -159,6 +138,8 @@ START_TEST(test_dashboards_real_run)
 			 0);
 	dl_itest_start("detector", NULL, &det);
 	ck_assert_msg(dl_itest_wait_ready(&det, 30000), "detector not ready, see %s", det.log_path);
+	dl_itest_start("metering", NULL, &mtr);
+	ck_assert_msg(dl_itest_wait_ready(&mtr, 30000), "metering not ready, see %s", mtr.log_path);
 	det_scenario_produce(prod, &sc, org, STREAM, 0, sc.n);
 	got = dl_itest_topic_read(DL_TOPIC_ANOMALIES, org, nwant, 120000, &msgs);
 	ck_assert_uint_eq(got, nwant);
@@ -166,32 +147,30 @@ START_TEST(test_dashboards_real_run)
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "detector exit %d, see %s",
 		      status, det.log_path);
 
-	/* Stored (stand-in for metering, see insert_anomaly_sql) and counted in the period. */
+	/* Metering stores them (and counts them in the period and the stream). */
 	for (size_t i = 0; i < got; i++) {
 		struct proto_anomaly a;
-		const char *p[] = { msgs[i].value, NULL };
 
 		ck_assert_int_eq(proto_anomaly_decode(msgs[i].value, msgs[i].len, &a, err,
 						      sizeof(err)),
 				 0);
 		ck_assert_str_eq(a.org_id, org);
-		nstored += (size_t)dl_itest_sql(insert_anomaly_sql, p, NULL, 0);
+	}
+	for (int t = 0; t < 600; t++) {
+		const char *p[] = { org, NULL };
+
+		dl_itest_sql("SELECT count(*) FROM anomalies WHERE org_id = $1::uuid", p, nstored_s,
+			     sizeof(nstored_s));
+		nstored = (size_t)strtoull(nstored_s, NULL, 10);
+		if (nstored >= nwant)
+			break;
+		usleep(100 * 1000);
 	}
 	ck_assert_uint_eq(nstored, nwant);
 	snprintf(nstored_s, sizeof(nstored_s), "%zu", nstored);
-	{
-		const char *p[] = { org, nstored_s, STREAM, NULL };
-
-		dl_itest_sql("WITH c AS (INSERT INTO usage_counters (org_id, period_start, period_end,"
-			     " anomalies) SELECT $1::uuid, u.period_start, u.period_end, $2::bigint"
-			     " FROM dl_usage_period($1::uuid, now()) AS u"
-			     " ON CONFLICT (org_id, period_start) DO UPDATE"
-			     " SET anomalies = usage_counters.anomalies + EXCLUDED.anomalies"
-			     " RETURNING 1)"
-			     " UPDATE streams SET anomalies_count = anomalies_count + $2::bigint,"
-			     " last_anomaly_at = now() WHERE org_id = $1::uuid AND name = $3",
-			     p, NULL, 0);
-	}
+	status = dl_itest_stop(&mtr, 30000);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "metering exit %d, see %s",
+		      status, mtr.log_path);
 
 	c = PQconnectdb(dl_itest_env("DRIFTLOCK_PG_DSN_DASHBOARD"));
 	ck_assert_msg(PQstatus(c) == CONNECTION_OK, "dashboard role: %s", PQerrorMessage(c));

@@ -269,6 +269,17 @@ START_TEST(test_redelivery_counted_once)
 	ck_assert_int_eq(sql_num("SELECT sum(anomalies) FROM usage_counters WHERE org_id = $1::uuid",
 				 org),
 			 6);
+	/* The stream's count for the read API and the dashboards: stored anomalies, once each;
+	 * its last anomaly is the latest detected_at stored. */
+	ck_assert_int_eq(sql_num("SELECT anomalies_count FROM streams WHERE org_id = $1::uuid"
+				 " AND name = 'checkout.logs'",
+				 org),
+			 6);
+	ck_assert_int_eq(sql_num("SELECT count(*) FROM streams AS s WHERE s.org_id = $1::uuid"
+				 " AND s.last_anomaly_at = (SELECT max(detected_at) FROM anomalies"
+				 " WHERE org_id = s.org_id)",
+				 org),
+			 1);
 
 	dl_itest_sql("SELECT concat_ws('|', kind, severity, score, p_value, signals->>'ncd',"
 		     " window_events, (extract(epoch FROM window_end) * 1000)::bigint - "
