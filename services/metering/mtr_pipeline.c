@@ -285,7 +285,10 @@ static void on_assign(void *opaque, const rd_kafka_topic_partition_list_t *parts
 {
 	mtr_pipeline *p = opaque;
 	rd_kafka_topic_partition_list_t *copy;
+	char n[16];
 
+	snprintf(n, sizeof(n), "%d", parts->cnt);
+	dl_log_info("partitions assigned", "count", n);
 	/* Partitions that arrive during an outage wait like the others. */
 	if (!p->paused || parts->cnt == 0)
 		return;
