@@ -84,7 +84,7 @@ int mtr_store_batch(mtr_store *s, const struct proto_anomaly *a, size_t n, mtr_s
 int mtr_store_usage_all(mtr_store *s, mtr_store_result *res, char *errbuf, size_t errlen);
 
 /* Deletes anomalies detected before now_ms minus their org's plan retention_days, at most
- * batch_rows (1..100000) per call, one org at a time (index anomalies_org_time_idx); call
+ * batch_rows (1..100000) per call, one org at a time (index anomalies_org_time_id_idx); call
  * repeatedly: 0 with *ret_deleted == 0 means nothing is left. Codes as mtr_store_batch. */
 int mtr_store_retention(mtr_store *s, int64_t now_ms, size_t batch_rows, size_t *ret_deleted,
 			char *errbuf, size_t errlen);

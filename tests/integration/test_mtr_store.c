@@ -674,7 +674,7 @@ START_TEST(test_lookups_refused_to_other_roles)
 		"SELECT count(*) FROM dl_metering_usage_all('00000000-0000-0000-0000-000000000000', 10)",
 		"SELECT count(*) FROM dl_metering_retention_due(now(),"
 		" '00000000-0000-0000-0000-000000000000', 10)",
-		"SELECT count(*) FROM dl_metering_store('00000000-0000-0000-0000-000000000000', '[]')",
+		"SELECT count(*) FROM dl_metering_store('00000000-0000-0000-0000-000000000000')",
 	};
 	PGconn *c = PQconnectdb(dl_itest_env("DRIFTLOCK_PG_DSN_INGEST"));
 
