@@ -177,6 +177,8 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 		echo "| plain multi-row INSERT, same rows | $IN | $RI | |"
 	fi
 	echo
+	echo "Where a stored anomaly's time goes (PostgreSQL's per-statement times during a run, and why the 20,000/s target is out of reach on this machine): docs/operations.md, \"Metering throughput\"."
+	echo
 	echo "Runs (metering, COPY, INSERT in rows/s; start used): $(tr '\n' ';' <"$TMP/runs")"
 	echo "<!-- metering:end -->"
 } >"$TMP/section.md"
