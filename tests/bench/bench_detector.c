@@ -2,13 +2,11 @@
 /* bench_detector: fills driftlock.events.v1, times driftlock-detector through /metrics, runs the CBAD reference loop and measures append-to-anomaly latency. */
 #include <errno.h>
 #include <getopt.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +17,7 @@
 #include "proto/proto_topics.h"
 #include "services/detector/cbad/cbad.h"
 #include "tests/bench/bench_data.h"
+#include "tests/bench/bench_metrics.h"
 
 /*
  * Modes (tests/bench/detector.sh runs them; each prints one JSON line):
@@ -57,22 +56,6 @@ typedef struct corpus {
 	char org[MAX_STREAMS][PROTO_ORG_ID_LEN + 1];
 	size_t nstreams; /* orgs x datasets: stream s is org s / ndata, dataset s % ndata */
 } corpus;
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void die(const char *what, const char *detail)
 {
@@ -126,7 +109,7 @@ static char *envelope(const corpus *c, size_t i, size_t from, const char *prefix
 	snprintf(ev.org_id, sizeof(ev.org_id), "%s", c->org[s / c->ndata]);
 	snprintf(ev.stream, sizeof(ev.stream), "%s", d->name);
 	ev.ts_ms = d->ts_ms[line];
-	ev.received_at_ms = wall_ms();
+	ev.received_at_ms = bench_wall_ms();
 	ev.source = PROTO_EVENT_SOURCE_HTTP;
 	ev.payload = payload ? (char *)payload : d->text + d->off[line];
 	ev.payload_len = payload ? strlen(payload) : d->len[line];
@@ -186,7 +169,7 @@ static int mode_fill(const opts *o, const corpus *c)
 	rd_kafka_t *rk = producer_new(o->brokers);
 	char key[PROTO_STREAM_KEY_MAX + 1];
 	size_t len, keylen, bytes = 0, payload = 0;
-	int64_t t0 = now_ns();
+	int64_t t0 = bench_now_ns();
 
 	for (long i = 0; i < o->events; i++) {
 		size_t s, line;
@@ -195,13 +178,13 @@ static int mode_fill(const opts *o, const corpus *c)
 
 		bytes += len;
 		payload += d->len[line];
-		produce(rk, key, keylen, json, len, wall_ms());
+		produce(rk, key, keylen, json, len, bench_wall_ms());
 	}
 	producer_close(rk);
 	printf("{\"events\":%ld,\"streams\":%zu,\"envelope_bytes_avg\":%.0f,"
 	       "\"payload_bytes_avg\":%.0f,\"seconds\":%.3f}\n",
 	       o->events, c->nstreams, (double)bytes / (double)o->events,
-	       (double)payload / (double)o->events, (double)(now_ns() - t0) / 1e9);
+	       (double)payload / (double)o->events, (double)(bench_now_ns() - t0) / 1e9);
 	return 0;
 }
 
@@ -219,7 +202,7 @@ static int mode_engine(const opts *o, const corpus *c)
 	for (size_t s = 0; s < c->nstreams; s++)
 		if (cbad_detector_new(&set, &d[s], err, sizeof(err)) < 0)
 			die("cbad_detector_new", err);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (long i = 0; i < o->events; i++) {
 		size_t s, line;
 		const bench_data_stream *ds = event_of(c, (size_t)i, 0, &s, &line);
@@ -230,7 +213,7 @@ static int mode_engine(const opts *o, const corpus *c)
 		if (cbad_detector_idle_pending(d[s]))
 			cbad_detector_idle(d[s]);
 	}
-	secs = (double)(now_ns() - t0) / 1e9;
+	secs = (double)(bench_now_ns() - t0) / 1e9;
 	for (size_t s = 0; s < c->nstreams; s++)
 		cbad_detector_free(d[s]);
 	printf("{\"events\":%ld,\"anomalies\":%llu,\"seconds\":%.3f,\"events_per_s\":%.0f}\n",
@@ -238,48 +221,10 @@ static int mode_engine(const opts *o, const corpus *c)
 	return 0;
 }
 
-/* Sum of driftlock_detector_events_total over its labels on one worker; -1 if unreachable. */
-static double metrics_events(int port)
-{
-	static char buf[1 << 20];
-	struct sockaddr_in a = { 0 };
-	const char *req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-	const char *name = "\ndriftlock_detector_events_total";
-	size_t got = 0;
-	double sum = 0;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	ssize_t n;
-
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-	    write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	while (got < sizeof(buf) - 1 && (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
-		got += (size_t)n;
-	close(fd);
-	buf[got] = '\0';
-	for (char *p = strstr(buf, name); p; p = strstr(p + 1, name)) {
-		char *sp = strchr(p + 1, '\n');
-		char *v = p + strlen(name);
-
-		if (*v != '{' && *v != ' ')
-			continue;
-		while (*v && *v != ' ' && *v != '\n' && (!sp || v < sp))
-			v++;
-		if (*v == ' ')
-			sum += strtod(v + 1, NULL);
-	}
-	return sum;
-}
 
 static int mode_watch(const opts *o)
 {
-	int64_t t0 = now_ns(), deadline = t0 + (int64_t)o->seconds * 1000000000LL;
+	int64_t t0 = bench_now_ns(), deadline = t0 + (int64_t)o->seconds * 1000000000LL;
 	long long first_ms = 0;
 	double last = 0, first_events = 0;
 
@@ -288,14 +233,14 @@ static int mode_watch(const opts *o)
 		int64_t t;
 
 		for (int i = 0; i < o->nports; i++) {
-			double v = metrics_events(o->ports[i]);
+			double v = bench_metric_sum(o->ports[i], "driftlock_detector_events_total", NULL);
 
 			total += v > 0 ? v : 0;
 		}
-		t = now_ns();
+		t = bench_now_ns();
 		last = total;
 		if (first_ms == 0 && total > 0) {
-			first_ms = (long long)wall_ms();
+			first_ms = (long long)bench_wall_ms();
 			first_events = total;
 		}
 		if (total >= (double)o->events)
@@ -309,7 +254,7 @@ static int mode_watch(const opts *o)
 	}
 	printf("{\"events\":%.0f,\"done_ms\":%lld,\"seconds_from_start\":%.3f,"
 	       "\"first_ms\":%lld,\"first_events\":%.0f}\n",
-	       last, (long long)wall_ms(), (double)(now_ns() - t0) / 1e9, first_ms, first_events);
+	       last, (long long)bench_wall_ms(), (double)(bench_now_ns() - t0) / 1e9, first_ms, first_events);
 	return 0;
 }
 
@@ -375,12 +320,12 @@ static int mode_latency(const opts *o, const corpus *c)
 
 	/* Open loop at a fixed rate; the timestamp each event carries is its send time. */
 	interval = (int64_t)(1e9 / o->rate);
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (size_t i = 0; i < n; i++) {
 		int64_t due = t0 + (int64_t)i * interval, w;
 		char *json;
 
-		while ((w = due - now_ns()) > 0) {
+		while ((w = due - bench_now_ns()) > 0) {
 			rd_kafka_poll(rk, 0);
 			if (w > 200000)
 				usleep((useconds_t)(w / 2000));
@@ -398,14 +343,14 @@ static int mode_latency(const opts *o, const corpus *c)
 		}
 		json = envelope(c, i, (size_t)o->from, "l", &len, key, sizeof(key), &keylen,
 				o->inject > 0 && i % (size_t)o->inject == (size_t)o->inject - 1 ? odd : NULL);
-		sent[i] = wall_ms();
+		sent[i] = bench_wall_ms();
 		produce(rk, key, keylen, json, len, sent[i]);
 	}
 	producer_close(rk);
 
 	/* The anomalies: until none came for --wait seconds. */
-	idle_until = now_ns() + o->wait_s * 1000000000LL;
-	while (now_ns() < idle_until) {
+	idle_until = bench_now_ns() + o->wait_s * 1000000000LL;
+	while (bench_now_ns() < idle_until) {
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(ck, 200);
 		cJSON *j, *id;
 		size_t i;
@@ -417,7 +362,7 @@ static int mode_latency(const opts *o, const corpus *c)
 			rd_kafka_message_destroy(m);
 			continue;
 		}
-		idle_until = now_ns() + o->wait_s * 1000000000LL;
+		idle_until = bench_now_ns() + o->wait_s * 1000000000LL;
 		j = cJSON_ParseWithLength(m->payload, m->len);
 		id = cJSON_GetObjectItemCaseSensitive(j, "event_id");
 		if (cJSON_IsString(id) && strncmp(id->valuestring, "l-", 2) == 0 &&

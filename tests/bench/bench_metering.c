@@ -3,13 +3,11 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +17,7 @@
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
 #include "proto/proto_topics.h"
+#include "tests/bench/bench_metrics.h"
 
 /*
  * Modes (tests/bench/metering.sh runs them; each prints one JSON line):
@@ -44,22 +43,6 @@ typedef struct opts {
 	int64_t base_ms;
 	int port;
 } opts;
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void die(const char *what, const char *detail)
 {
@@ -277,7 +260,7 @@ static int mode_fill(const opts *o)
 	struct proto_anomaly *a = malloc(sizeof(*a));
 	char key[PROTO_STREAM_KEY_MAX + 1], err[256];
 	size_t bytes = 0;
-	int64_t t0 = now_ns();
+	int64_t t0 = bench_now_ns();
 
 	if (!a)
 		die("fill", "out of memory");
@@ -312,7 +295,7 @@ static int mode_fill(const opts *o)
 	printf("{\"anomalies\":%ld,\"orgs\":%ld,\"streams\":%ld,\"message_bytes_avg\":%.0f,"
 	       "\"seconds\":%.3f}\n",
 	       o->anomalies, o->orgs, o->orgs * STREAMS_PER_ORG,
-	       (double)bytes / (double)o->anomalies, (double)(now_ns() - t0) / 1e9);
+	       (double)bytes / (double)o->anomalies, (double)(bench_now_ns() - t0) / 1e9);
 	return 0;
 }
 
@@ -355,7 +338,7 @@ static double run_copy(PGconn *c, const opts *o, row *r, struct proto_anomaly *a
 {
 	static char line[NCOLS * 3200];
 	char sql[512];
-	int64_t t0 = now_ns();
+	int64_t t0 = bench_now_ns();
 
 	snprintf(sql, sizeof(sql), "COPY bench_anomalies (%s) FROM STDIN", columns);
 	for (long i = 0; i < o->anomalies;) {
@@ -378,7 +361,7 @@ static double run_copy(PGconn *c, const opts *o, row *r, struct proto_anomaly *a
 			die("PQputCopyEnd", PQerrorMessage(c));
 		pg_ok(c, PQgetResult(c), PGRES_COMMAND_OK, "COPY end");
 	}
-	return (double)(now_ns() - t0) / 1e9;
+	return (double)(bench_now_ns() - t0) / 1e9;
 }
 
 /* Seconds to INSERT every row into bench_anomalies (empty) by parameterised multi-row INSERT
@@ -392,7 +375,7 @@ static double run_insert(PGconn *c, const opts *o, row *rows, struct proto_anoma
 
 	if (!sql || !params)
 		die("insert", "out of memory");
-	t0 = now_ns();
+	t0 = bench_now_ns();
 	for (long i = 0; i < o->anomalies;) {
 		long n = i + o->rows < o->anomalies ? o->rows : o->anomalies - i;
 		size_t off = (size_t)snprintf(sql, cap, "INSERT INTO bench_anomalies (%s) VALUES ",
@@ -415,7 +398,7 @@ static double run_insert(PGconn *c, const opts *o, row *rows, struct proto_anoma
 	}
 	free(params);
 	free(sql);
-	return (double)(now_ns() - t0) / 1e9;
+	return (double)(bench_now_ns() - t0) / 1e9;
 }
 
 static long count_rows(PGconn *c)
@@ -461,51 +444,17 @@ static int mode_reference(const opts *o)
 	return 0;
 }
 
-/* driftlock_metering_anomalies_total{...result="stored"...} on the service; -1 if unreachable. */
-static double metrics_stored(int port)
-{
-	static char buf[1 << 20];
-	struct sockaddr_in sa = { 0 };
-	const char *req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-	const char *name = "\ndriftlock_metering_anomalies_total{";
-	size_t got = 0;
-	double sum = 0;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	ssize_t n;
-
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	while (got < sizeof(buf) - 1 && (n = read(fd, buf + got, sizeof(buf) - 1 - got)) > 0)
-		got += (size_t)n;
-	close(fd);
-	buf[got] = '\0';
-	for (char *p = strstr(buf, name); p; p = strstr(p + 1, name)) {
-		char *close_brace = strchr(p + strlen(name), '}');
-		char *label = strstr(p + strlen(name), "result=\"stored\"");
-
-		if (close_brace && label && label < close_brace && close_brace[1] == ' ')
-			sum += strtod(close_brace + 2, NULL);
-	}
-	return sum;
-}
 
 static int mode_watch(const opts *o)
 {
-	int64_t t0 = now_ns(), deadline = t0 + (int64_t)o->seconds * 1000000000LL;
+	int64_t t0 = bench_now_ns(), deadline = t0 + (int64_t)o->seconds * 1000000000LL;
 	double v;
 
 	for (;;) {
-		v = metrics_stored(o->port);
+		v = bench_metric_sum(o->port, "driftlock_metering_anomalies_total", "result=\"stored\"");
 		if (v >= (double)o->anomalies)
 			break;
-		if (now_ns() > deadline) {
+		if (bench_now_ns() > deadline) {
 			fprintf(stderr, "bench_metering: watch: %.0f of %ld anomalies after %ld s\n",
 				v, o->anomalies, o->seconds);
 			return 1;
@@ -513,7 +462,7 @@ static int mode_watch(const opts *o)
 		usleep(10000);
 	}
 	printf("{\"anomalies\":%.0f,\"done_ms\":%lld,\"seconds_from_start\":%.3f}\n", v,
-	       (long long)wall_ms(), (double)(now_ns() - t0) / 1e9);
+	       (long long)bench_wall_ms(), (double)(bench_now_ns() - t0) / 1e9);
 	return 0;
 }
 

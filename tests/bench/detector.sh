@@ -20,6 +20,8 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+. "$SRC/tests/bench/lib.sh"
 BUILD=${1:-"$SRC/build/bench"}
 REPEAT=${REPEAT:-3}
 EVENTS=${EVENTS:-200000}
@@ -67,9 +69,6 @@ SQL
 B="$BUILD/tests/bench/bench_detector"
 D="$BUILD/services/detector/driftlock-detector"
 TMP=$(mktemp -d)
-field() { python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).read())[sys.argv[2]])" "$1" "$2"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Runs are timed
 # from the first "partitions assigned" in the group's worker logs (when consuming can start) to
 # the moment the watch sees driftlock_detector_events_total reach EVENTS.
@@ -222,16 +221,5 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 	echo "<!-- detector:end -->"
 } >"$TMP/section.md"
 
-python3 - "$OUT" "$TMP/section.md" <<'PY'
-import re, sys
-out, sec = sys.argv[1], open(sys.argv[2]).read()
-try:
-    doc = open(out).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n"
-pat = re.compile(r"<!-- detector:begin.*?<!-- detector:end -->\n?", re.S)
-doc = pat.sub(lambda m: sec, doc) if pat.search(doc) else doc.rstrip("\n") + "\n\n" + sec
-open(out, "w").write(doc)
-PY
-cat "$TMP/section.md"
+write_section "$OUT" detector "$TMP/section.md"
 rm -rf "$TMP"

@@ -12,6 +12,8 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+. "$SRC/tests/bench/lib.sh"
 BUILD=${1:-"$SRC/build/bench"}
 REPEAT=${REPEAT:-3}
 EACH=${SECONDS_EACH:-8}
@@ -65,8 +67,6 @@ curl -fs "http://127.0.0.1:$APORT/readyz" >/dev/null || { echo "ingest not ready
 
 B="$BUILD/tests/bench/bench_ingest"
 TMP=$(mktemp -d)
-field() { python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).read())[sys.argv[2]])" "$1" "$2"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 SINGLE_CONNS=128
 BATCH_CONNS=8
@@ -125,16 +125,5 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 	echo "<!-- ingest:end -->"
 } >"$TMP/section.md"
 
-python3 - "$OUT" "$TMP/section.md" <<'PY'
-import re, sys
-out, sec = sys.argv[1], open(sys.argv[2]).read()
-try:
-    doc = open(out).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n"
-pat = re.compile(r"<!-- ingest:begin.*?<!-- ingest:end -->\n?", re.S)
-doc = pat.sub(lambda m: sec, doc) if pat.search(doc) else doc.rstrip("\n") + "\n\n" + sec
-open(out, "w").write(doc)
-PY
-cat "$TMP/section.md"
+write_section "$OUT" ingest "$TMP/section.md"
 rm -rf "$TMP"

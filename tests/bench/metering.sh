@@ -21,6 +21,8 @@
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=tests/bench/lib.sh
+. "$SRC/tests/bench/lib.sh"
 BUILD=${1:-"$SRC/build/bench"}
 REPEAT=${REPEAT:-3}
 ANOMALIES=${ANOMALIES:-200000}
@@ -75,9 +77,6 @@ SQL
 B="$BUILD/tests/bench/bench_metering"
 M="$BUILD/services/metering/driftlock-metering"
 TMP=$(mktemp -d)
-field() { python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).read())[sys.argv[2]])" "$1" "$2"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # rate LOG START_MS WATCH_OUTPUT: anomalies/s from the first "partitions assigned" in LOG (else
 # START_MS, the service's start) to the watch's done_ms; and which start was used.
 rate() {
@@ -183,16 +182,5 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 	echo "<!-- metering:end -->"
 } >"$TMP/section.md"
 
-python3 - "$OUT" "$TMP/section.md" <<'PY'
-import re, sys
-out, sec = sys.argv[1], open(sys.argv[2]).read()
-try:
-    doc = open(out).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n"
-pat = re.compile(r"<!-- metering:begin.*?<!-- metering:end -->\n?", re.S)
-doc = pat.sub(lambda m: sec, doc) if pat.search(doc) else doc.rstrip("\n") + "\n\n" + sec
-open(out, "w").write(doc)
-PY
-cat "$TMP/section.md"
+write_section "$OUT" metering "$TMP/section.md"
 rm -rf "$TMP"
