@@ -17,7 +17,7 @@
 #include "proto/proto_topics.h"
 #include "services/detector/cbad/cbad.h"
 #include "tests/bench/bench_data.h"
-#include "tests/bench/bench_metrics.h"
+#include "tests/bench/bench_service.h"
 
 /*
  * Modes (tests/bench/detector.sh runs them; each prints one JSON line):
@@ -120,24 +120,6 @@ static char *envelope(const corpus *c, size_t i, size_t from, const char *prefix
 	return json;
 }
 
-static rd_kafka_t *producer_new(const char *brokers)
-{
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char err[512];
-	rd_kafka_t *rk;
-
-	/* Like dl_kafka's producer (idempotent, acks=all, librdkafka's default partitioner). */
-	if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
-	    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)) ||
-	    rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err)) ||
-	    rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", err, sizeof(err)))
-		die("producer", err);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-	if (!rk)
-		die("producer", err);
-	return rk;
-}
-
 static void produce(rd_kafka_t *rk, const char *key, size_t keylen, char *json, size_t len,
 		    int64_t ts_ms)
 {
@@ -166,7 +148,7 @@ static void producer_close(rd_kafka_t *rk)
 
 static int mode_fill(const opts *o, const corpus *c)
 {
-	rd_kafka_t *rk = producer_new(o->brokers);
+	rd_kafka_t *rk = bench_producer_new("bench_detector", o->brokers);
 	char key[PROTO_STREAM_KEY_MAX + 1];
 	size_t len, keylen, bytes = 0, payload = 0;
 	int64_t t0 = bench_now_ns();
@@ -267,7 +249,7 @@ static int cmp_i64(const void *a, const void *b)
 
 static int mode_latency(const opts *o, const corpus *c)
 {
-	rd_kafka_t *rk = producer_new(o->brokers), *ck;
+	rd_kafka_t *rk = bench_producer_new("bench_detector", o->brokers), *ck;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	const struct rd_kafka_metadata *md;
 	rd_kafka_topic_partition_list_t *tp = rd_kafka_topic_partition_list_new(16);

@@ -17,7 +17,7 @@
 #include "common/dl_time.h"
 #include "proto/proto_anomaly.h"
 #include "proto/proto_topics.h"
-#include "tests/bench/bench_metrics.h"
+#include "tests/bench/bench_service.h"
 
 /*
  * Modes (tests/bench/metering.sh runs them; each prints one JSON line):
@@ -236,27 +236,9 @@ static void row_of(const struct proto_anomaly *a, row *r)
 		die("row_of", "column count");
 }
 
-static rd_kafka_t *producer_new(const char *brokers)
-{
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
-	char err[512];
-	rd_kafka_t *rk;
-
-	/* Like dl_kafka's producer (idempotent, acks=all, librdkafka's default partitioner). */
-	if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
-	    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)) ||
-	    rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err)) ||
-	    rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", err, sizeof(err)))
-		die("producer", err);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
-	if (!rk)
-		die("producer", err);
-	return rk;
-}
-
 static int mode_fill(const opts *o)
 {
-	rd_kafka_t *rk = producer_new(o->brokers);
+	rd_kafka_t *rk = bench_producer_new("bench_metering", o->brokers);
 	struct proto_anomaly *a = malloc(sizeof(*a));
 	char key[PROTO_STREAM_KEY_MAX + 1], err[256];
 	size_t bytes = 0;

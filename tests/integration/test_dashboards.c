@@ -126,7 +126,7 @@ START_TEST(test_dashboards_real_run)
 	PGconn *c;
 	PGresult *r;
 	cJSON *dash, *panel;
-	int status, npanels = 0;
+	int npanels = 0;
 
 	/* A real run: the detector finds the anomalies of a labelled sample of audit-log. */
 	det_scenario_load(&sc, STREAM, NLINES);
@@ -143,9 +143,7 @@ START_TEST(test_dashboards_real_run)
 	det_scenario_produce(prod, &sc, org, STREAM, 0, sc.n);
 	got = dl_itest_topic_read(DL_TOPIC_ANOMALIES, org, nwant, 120000, &msgs);
 	ck_assert_uint_eq(got, nwant);
-	status = dl_itest_stop(&det, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "detector exit %d, see %s",
-		      status, det.log_path);
+	dl_itest_stop_clean(&det, 30000, "detector");
 
 	/* Metering stores them (and counts them in the period and the stream). */
 	for (size_t i = 0; i < got; i++) {
@@ -168,9 +166,7 @@ START_TEST(test_dashboards_real_run)
 	}
 	ck_assert_uint_eq(nstored, nwant);
 	snprintf(nstored_s, sizeof(nstored_s), "%zu", nstored);
-	status = dl_itest_stop(&mtr, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "metering exit %d, see %s",
-		      status, mtr.log_path);
+	dl_itest_stop_clean(&mtr, 30000, "metering");
 
 	c = PQconnectdb(dl_itest_env("DRIFTLOCK_PG_DSN_DASHBOARD"));
 	ck_assert_msg(PQstatus(c) == CONNECTION_OK, "dashboard role: %s", PQerrorMessage(c));

@@ -33,7 +33,6 @@ START_TEST(test_detector_scenario_and_restart)
 	char org[DL_ID_UUID_LEN + 1], err[256], metrics[1 << 16];
 	size_t nwant, nfirst = 0, got;
 	bool *want, *seen;
-	int status;
 
 	det_scenario_load(&sc, STREAM, NLINES);
 	want = det_scenario_expected(&sc, &nwant);
@@ -63,9 +62,7 @@ START_TEST(test_detector_scenario_and_restart)
 			 200);
 	ck_assert_ptr_nonnull(strstr(metrics, "driftlock_detector_events_total{outcome=\"processed\"}"));
 	ck_assert_ptr_nonnull(strstr(metrics, "driftlock_detector_streams "));
-	status = dl_itest_stop(&p, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_itest_stop_clean(&p, 30000, "detector");
 
 	/* The rest arrives while it is down; the restarted worker takes it from the snapshot. */
 	det_scenario_produce(prod, &sc, org, STREAM, SPLIT, sc.n);
@@ -82,9 +79,7 @@ START_TEST(test_detector_scenario_and_restart)
 			 200);
 	ck_assert_msg(strstr(metrics, "driftlock_detector_snapshot_loads_total{result=\"restored\"} "),
 		      "no snapshot restored:\n%s", metrics);
-	status = dl_itest_stop(&p, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_itest_stop_clean(&p, 30000, "detector");
 	dl_kafka_producer_free(prod);
 	free(seen);
 	free(want);
@@ -278,9 +273,7 @@ START_TEST(test_detector_two_workers_one_killed)
 	fprintf(stderr, "kill test: %zu anomaly messages for %zu distinct ids (%zu replayed after "
 			"the kill)\n",
 		got, distinct, got - distinct);
-	status = dl_itest_stop(&b, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "worker b did not drain cleanly (status %d), see %s", status, b.log_path);
+	dl_itest_stop_clean(&b, 30000, "worker b");
 	dl_kafka_producer_free(prod);
 	free(seen);
 	free(want);

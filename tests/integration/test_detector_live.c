@@ -149,7 +149,6 @@ START_TEST(test_live_settings_and_status)
 	cbad_result res;
 	cbad_status cst, cst_end;
 	int64_t took;
-	int status;
 
 	det_scenario_load(&sc, SCENARIO, LIVE_LINES);
 	/* What CBAD alone finds with the same changes at the same points. */
@@ -245,9 +244,7 @@ START_TEST(test_live_settings_and_status)
 	stream_col(org, stream, "status", v, sizeof(v));
 	ck_assert_str_eq(v, cst_end.calibrating ? "calibrating" : "active");
 
-	status = dl_itest_stop(&p, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_itest_stop_clean(&p, 30000, "detector");
 	dl_kafka_producer_free(prod);
 	free(seen);
 	free(want);
@@ -277,7 +274,6 @@ START_TEST(test_live_direct_producers)
 	struct proto_anomaly *a = malloc(sizeof(*a));
 	struct proto_dlq dq;
 	bool reasons[3] = { false, false, false };
-	int status;
 	static const char obj_without_stream[] = "{\"level\":\"error\",\"msg\":\"no stream\"}";
 
 	det_scenario_load(&sc, SCENARIO, DIRECT_LINES);
@@ -371,9 +367,7 @@ START_TEST(test_live_direct_producers)
 		ck_assert_str_eq(v, "calibrating");
 	}
 
-	status = dl_itest_stop(&p, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_itest_stop_clean(&p, 30000, "detector");
 	dl_kafka_producer_free(prod);
 	free(a);
 	free(want);
@@ -392,7 +386,6 @@ START_TEST(test_live_unknown_org)
 	dl_itest_msg *m = NULL;
 	struct proto_dlq dq;
 	size_t got;
-	int status;
 
 	det_scenario_load(&sc, SCENARIO, 10);
 	ck_assert_int_eq(dl_id_new(ghost), 0);
@@ -416,9 +409,7 @@ START_TEST(test_live_unknown_org)
 	}
 	dl_itest_msgs_free(m, got);
 	ck_assert(wait_events_seen(org, "somebody", (long long)sc.n, 30000));
-	status = dl_itest_stop(&p, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_itest_stop_clean(&p, 30000, "detector");
 	dl_kafka_producer_free(prod);
 	det_scenario_free(&sc);
 }
@@ -448,7 +439,6 @@ START_TEST(test_live_restore_and_structural_change)
 	cbad_detector *d;
 	cbad_result res;
 	cbad_status cst;
-	int status;
 
 	det_scenario_load(&sc, SCENARIO, RESTART_LINES);
 	want = calloc(sc.n, sizeof(*want));
@@ -486,9 +476,7 @@ START_TEST(test_live_restore_and_structural_change)
 	ck_assert_msg(dl_itest_wait_ready(&p, 30000), "detector not ready, see %s", p.log_path);
 	det_scenario_produce(prod, &sc, org, stream, 0, RESTART_A);
 	ck_assert_msg(wait_events_seen(org, stream, RESTART_A, 90000), "part A not processed");
-	status = dl_itest_stop(&p, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_itest_stop_clean(&p, 30000, "detector");
 
 	/* Changed while no worker holds the stream. */
 	dl_itest_sql("UPDATE streams SET sensitivity = 1 WHERE org_id = $1 AND name = $2", params,
@@ -518,9 +506,7 @@ START_TEST(test_live_restore_and_structural_change)
 	stream_col(org, stream, "status", v, sizeof(v));
 	ck_assert_str_eq(v, cst.calibrating ? "calibrating" : "active");
 	ck_assert(cst.calibrating); /* 500 events into a new 1000-event baseline */
-	status = dl_itest_stop(&p, 30000);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-		      "detector did not drain cleanly (status %d), see %s", status, p.log_path);
+	dl_itest_stop_clean(&p, 30000, "detector");
 	dl_kafka_producer_free(prod);
 	free(seen);
 	free(want);

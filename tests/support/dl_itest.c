@@ -215,6 +215,14 @@ int dl_itest_stop(dl_itest_proc *p, int timeout_ms)
 	return -2;
 }
 
+void dl_itest_stop_clean(dl_itest_proc *p, int timeout_ms, const char *what)
+{
+	int status = dl_itest_stop(p, timeout_ms);
+
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		      "%s did not drain cleanly (status %d), see %s", what, status, p->log_path);
+}
+
 int dl_itest_sql(const char *sql, const char *const *params, char *out, size_t outlen)
 {
 	PGconn *c = PQconnectdb(dl_itest_env("DRIFTLOCK_PG_DSN_ADMIN"));

@@ -35,6 +35,10 @@ bool dl_itest_wait_ready(const dl_itest_proc *p, int timeout_ms);
  * to be killed. */
 int dl_itest_stop(dl_itest_proc *p, int timeout_ms);
 
+/* dl_itest_stop, failing the test unless the service drained and exited 0 (what names it in the
+ * message: "detector", "worker b"). */
+void dl_itest_stop_clean(dl_itest_proc *p, int timeout_ms, const char *what);
+
 /* Sends one request to http://127.0.0.1:port/path. headers: NULL or NULL-terminated
  * "Name: value" lines. body may be NULL. Returns the status (0: no answer within 15 s); the
  * response body (NUL-terminated, truncated to cap - 1) in resp when not NULL, and the response

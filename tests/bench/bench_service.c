@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* bench_metrics: one /metrics scrape over a plain socket (no client library for a benchmark's
- * polling loop), summed by name and label. */
-#include "tests/bench/bench_metrics.h"
+/* bench_service: the benchmarks' producer; one /metrics scrape over a plain socket (no client
+ * library for a benchmark's polling loop), summed by name and label; clocks. */
+#include "tests/bench/bench_service.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,6 +11,27 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+rd_kafka_t *bench_producer_new(const char *prog, const char *brokers)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char err[512];
+	rd_kafka_t *rk;
+
+	if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof(err)) ||
+	    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof(err)) ||
+	    rd_kafka_conf_set(conf, "linger.ms", "5", err, sizeof(err)) ||
+	    rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", err, sizeof(err))) {
+		rd_kafka_conf_destroy(conf);
+		goto out_die;
+	}
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+	if (rk)
+		return rk;
+out_die:
+	fprintf(stderr, "%s: producer: %s\n", prog, err);
+	exit(1);
+}
 
 double bench_metric_sum(int port, const char *name, const char *label)
 {
